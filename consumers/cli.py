@@ -1,0 +1,333 @@
+"""The ``streammon`` command line.
+
+Exit codes: 0 ok, 1 runtime failure, 2 usage or configuration error.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import threading
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from consumers.logs import setup_logging
+from streaming.errors import ConfigError, StreammonError
+from streaming.settings import Settings, load_settings
+
+log = logging.getLogger("streammon")
+
+app = typer.Typer(
+    name="streammon",
+    help=(
+        "Streaming monitor for ML models in production: joins predictions with delayed "
+        "outcomes on Kafka, keeps metrics and drift detectors in Redis exactly once.\n\n"
+        "Example: STREAMMON_KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:9092 streammon topics create"
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+topics_app = typer.Typer(help="Create and check the topics.", no_args_is_help=True)
+config_app = typer.Typer(help="Show the effective configuration.", no_args_is_help=True)
+app.add_typer(topics_app, name="topics")
+app.add_typer(config_app, name="config")
+
+out = Console()
+err = Console(stderr=True)
+
+
+def _version() -> str:
+    try:
+        return version("streammon")
+    except PackageNotFoundError:
+        return "0+unknown"
+
+
+class _Ctx:
+    def __init__(self, config: Path | None, overrides: dict[str, Any]) -> None:
+        self.config = config
+        self.overrides = overrides
+        self._settings: Settings | None = None
+
+    def settings(self) -> Settings:
+        if self._settings is None:
+            self._settings = load_settings(self.config, **self.overrides)
+        return self._settings
+
+
+def _ctx(ctx: typer.Context) -> _Ctx:
+    obj = ctx.find_root().obj
+    assert isinstance(obj, _Ctx)
+    return obj
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        out.print(f"streammon {_version()}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def main_options(
+    ctx: typer.Context,
+    config: Annotated[
+        Path | None, typer.Option("--config", help="TOML config file (or STREAMMON_CONFIG_FILE).")
+    ] = None,
+    kafka_bootstrap_servers: Annotated[
+        str | None,
+        typer.Option(help="Kafka bootstrap servers (STREAMMON_KAFKA_BOOTSTRAP_SERVERS)."),
+    ] = None,
+    redis_url: Annotated[str | None, typer.Option(help="Redis URL (STREAMMON_REDIS_URL).")] = None,
+    topic_prefix: Annotated[
+        str | None, typer.Option(help="Prefix of every topic name (STREAMMON_TOPIC_PREFIX).")
+    ] = None,
+    log_level: Annotated[str | None, typer.Option(help="DEBUG, INFO, WARNING or ERROR.")] = None,
+    log_format: Annotated[str | None, typer.Option(help="text or json.")] = None,
+    show_version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            callback=_version_callback,
+            is_eager=True,
+            help="Print the version and exit.",
+        ),
+    ] = False,
+) -> None:
+    """Global options; every one also has an environment variable."""
+    overrides = {
+        "kafka_bootstrap_servers": kafka_bootstrap_servers,
+        "redis_url": redis_url,
+        "topic_prefix": topic_prefix,
+        "log_level": log_level,
+        "log_format": log_format,
+    }
+    ctx.obj = _Ctx(config, overrides)
+
+
+def _settings_or_exit(ctx: typer.Context) -> Settings:
+    try:
+        settings = _ctx(ctx).settings()
+    except ConfigError as exc:
+        err.print(f"[red]configuration error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+    setup_logging(settings.log_level, settings.log_format)
+    return settings
+
+
+def _fail(exc: StreammonError) -> typer.Exit:
+    err.print(f"[red]error:[/red] {exc}")
+    return typer.Exit(2 if isinstance(exc, ConfigError) else 1)
+
+
+# ---- topics ---------------------------------------------------------------------------------
+@topics_app.command("create")
+def topics_create(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Create every topic idempotently (predictions and outcomes co-partitioned).
+
+    Example: streammon --topic-prefix dev. topics create
+    """
+    from streaming.kafka_io import create_topics
+
+    settings = _settings_or_exit(ctx)
+    try:
+        reports = create_topics(settings)
+    except StreammonError as exc:
+        raise _fail(exc) from exc
+    if as_json:
+        out.print_json(
+            json.dumps(
+                [
+                    {
+                        "topic": r.name,
+                        "partitions": r.partitions,
+                        "created": r.created,
+                        "config": dict(r.config),
+                    }
+                    for r in reports
+                ]
+            )
+        )
+        return
+    table = Table("topic", "partitions", "state", "cleanup.policy", box=None)
+    for r in reports:
+        table.add_row(
+            r.name,
+            str(r.partitions),
+            "created" if r.created else "exists",
+            r.config.get("cleanup.policy", ""),
+        )
+    out.print(table)
+
+
+# ---- config ---------------------------------------------------------------------------------
+@config_app.command("show")
+def config_show(ctx: typer.Context) -> None:
+    """Print the effective settings (secrets masked) as JSON.
+
+    Example: STREAMMON_TOPIC_PREFIX=dev. streammon config show
+    """
+    settings = _settings_or_exit(ctx)
+    out.print_json(json.dumps(settings.masked()))
+
+
+# ---- services -------------------------------------------------------------------------------
+def _store(settings: Settings) -> Any:
+    from streaming.state_store import RedisStateStore, redis_client_from_settings
+
+    return RedisStateStore(
+        redis_client_from_settings(settings),
+        namespace_of(settings),
+        max_backoff_s=settings.retry_max_backoff_s,
+    )
+
+
+def namespace_of(settings: Settings) -> str:
+    """The Redis key namespace: the key prefix, plus the topic prefix when one is set."""
+    if settings.topic_prefix:
+        return f"{settings.redis_key_prefix}:{settings.topic_prefix}"
+    return settings.redis_key_prefix
+
+
+def _warn_insecure(settings: Settings) -> None:
+    if settings.uses_insecure_key:
+        log.warning(
+            "STREAMMON_STATE_HMAC_KEY is not set: state blobs are signed with the public "
+            "development key; set a secret key in production"
+        )
+
+
+def _run_services(settings: Settings, names: list[str]) -> int:
+    from consumers.evaluator import Evaluator
+    from consumers.joiner import Joiner
+    from consumers.service import GracefulStop
+    from streaming.kafka_io import check_copartitioned, wait_for_kafka
+
+    _warn_insecure(settings)
+    admin = wait_for_kafka(settings)
+    if "joiner" in names:
+        check_copartitioned(admin, settings)
+    stop = GracefulStop()
+    stop.install()
+    services = []
+    for name in names:
+        cls = Joiner if name == "joiner" else Evaluator
+        services.append(cls(settings, _store(settings), stop=stop))
+    if len(services) == 1:
+        return services[0].run()
+    errors: list[BaseException] = []
+
+    def target(svc: Any) -> None:
+        try:
+            svc.run()
+        except BaseException as exc:
+            errors.append(exc)
+            log.exception("%s failed", svc.name)
+            stop.event.set()
+
+    threads = [threading.Thread(target=target, args=(s,), name=s.name) for s in services]
+    for t in threads:
+        t.start()
+    while any(t.is_alive() for t in threads):
+        for t in threads:
+            t.join(timeout=0.5)
+    return 1 if errors else 0
+
+
+def _service_command(ctx: typer.Context, names: list[str]) -> None:
+    settings = _settings_or_exit(ctx)
+    try:
+        code = _run_services(settings, names)
+    except StreammonError as exc:
+        raise _fail(exc) from exc
+    raise typer.Exit(code)
+
+
+@app.command()
+def joiner(ctx: typer.Context) -> None:
+    """Join predictions with their outcomes into `labeled` (one consumer group member).
+
+    Example: STREAMMON_JOIN_MAX_LABEL_DELAY_MS=3600000 streammon joiner
+    """
+    _service_command(ctx, ["joiner"])
+
+
+@app.command()
+def evaluator(ctx: typer.Context) -> None:
+    """Keep metrics and drift detectors per model from `labeled` (one group member).
+
+    Example: STREAMMON_WINDOWS='["count:500","time:10m"]' streammon evaluator
+    """
+    _service_command(ctx, ["evaluator"])
+
+
+@app.command()
+def monitor(ctx: typer.Context) -> None:
+    """Run the joiner and the evaluator together in one process (small deployments).
+
+    Example: streammon --topic-prefix dev. monitor
+    """
+    _service_command(ctx, ["joiner", "evaluator"])
+
+
+# ---- status ---------------------------------------------------------------------------------
+@app.command()
+def status(
+    ctx: typer.Context,
+    model: Annotated[str | None, typer.Option(help="Only this model.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Show metrics, detectors, counts and consumer lag per model and version.
+
+    Example: streammon status --model credit --json
+    """
+    from consumers.status_view import end_offset_reader, render_status
+    from streaming.status import read_status
+
+    settings = _settings_or_exit(ctx)
+    try:
+        reader = end_offset_reader(settings)
+        data = read_status(_store(settings), end_offset=reader, model=model)
+    except StreammonError as exc:
+        raise _fail(exc) from exc
+    data["consumer_groups"] = {
+        settings.consumer_group(k): v for k, v in data["consumer_groups"].items()
+    }
+    if as_json:
+        sys.stdout.write(json.dumps(data, indent=2, sort_keys=True) + "\n")
+        return
+    render_status(out, data)
+
+
+# ---- local stack ----------------------------------------------------------------------------
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def services(
+    action: Annotated[str, typer.Argument(help="up, down, status or env")],
+    with_alertmanager: Annotated[bool, typer.Option(help="Also run Alertmanager.")] = False,
+) -> None:
+    """Run the local development stack (Kafka KRaft, Redis) on loopback, without Docker.
+
+    Example: eval "$(streammon services env)"
+    """
+    from consumers import devstack
+
+    argv = [action] + (["--with-alertmanager"] if with_alertmanager else [])
+    raise typer.Exit(devstack.main(argv))
+
+
+def main() -> None:
+    """Console-script entry point."""
+    try:
+        app()
+    except StreammonError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        sys.exit(2 if isinstance(exc, ConfigError) else 1)

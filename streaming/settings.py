@@ -1,0 +1,308 @@
+"""Typed settings: CLI flags > ``STREAMMON_*`` environment variables > config file > defaults.
+
+Every field maps to one environment variable, ``STREAMMON_`` + the field name in upper case
+(``kafka_bootstrap_servers`` -> ``STREAMMON_KAFKA_BOOTSTRAP_SERVERS``). Mappings and lists are
+given as JSON in the environment (``STREAMMON_KAFKA_CONFIG='{"linger.ms": "5"}'``). The config
+file is TOML, found at ``STREAMMON_CONFIG_FILE`` or passed with ``--config``; its top-level keys
+are the field names.
+
+Settings are read when :func:`load_settings` is called, never at import time, so tests and
+services can set the environment first.
+
+>>> s = load_settings(kafka_bootstrap_servers="broker:9092", topic_prefix="dev.")
+>>> s.topic("predictions")
+'dev.predictions'
+>>> s.consumer_group("joiner")
+'dev.streammon-joiner'
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+from streaming.errors import ConfigError
+
+TOPIC_NAMES = (
+    "predictions",
+    "outcomes",
+    "labeled",
+    "alerts",
+    "retrain-requests",
+    "model-versions",
+    "dead-letter",
+)
+"""Logical topic names; the physical name is ``topic_prefix`` + logical name."""
+
+INSECURE_DEV_KEY = "streammon-insecure-development-key"
+
+
+class DetectorConfig(BaseModel):
+    """One concept-drift detector: a river detector kind and its constructor parameters."""
+
+    kind: str = "adwin"
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class ModelConfig(BaseModel):
+    """Per-model overrides of the monitoring defaults; unset fields fall back to them."""
+
+    task: Literal["classification", "regression"] | None = None
+    positive_label: int | float | str | None = None
+    windows: list[str] | None = None
+    detectors: dict[str, DetectorConfig] | None = None
+    segment_tags: list[str] | None = None
+
+
+class Settings(BaseSettings):
+    """Every setting streammon reads. See docs/configuration.md for the full reference."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="STREAMMON_",
+        extra="forbid",
+        validate_default=True,
+    )
+
+    # Kafka
+    kafka_bootstrap_servers: str = "127.0.0.1:9092"
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    kafka_sasl_mechanism: str | None = None
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_ssl_ca_location: str | None = None
+    kafka_ssl_certificate_location: str | None = None
+    kafka_ssl_key_location: str | None = None
+    kafka_ssl_key_password: SecretStr | None = None
+    kafka_config: dict[str, str | int | float | bool] = Field(default_factory=dict)
+    """librdkafka properties passed to every client (consumers, producers, admin)."""
+    kafka_consumer_config: dict[str, str | int | float | bool] = Field(default_factory=dict)
+    kafka_producer_config: dict[str, str | int | float | bool] = Field(default_factory=dict)
+    schema_registry_url: str | None = None
+    """When set, producers write the Confluent Schema Registry wire format."""
+
+    # Topics
+    topic_prefix: str = ""
+    group_id_prefix: str | None = None
+    """Consumer group ids are ``<group_id_prefix>streammon-<service>``; defaults to the topic
+    prefix so two deployments sharing a broker never share a group."""
+    predictions_partitions: int = Field(default=6, ge=1)
+    """Partitions of ``predictions`` and ``outcomes`` (always equal: co-partitioning)."""
+    labeled_partitions: int = Field(default=6, ge=1)
+    alerts_partitions: int = Field(default=3, ge=1)
+    retrain_requests_partitions: int = Field(default=3, ge=1)
+    replication_factor: int = Field(default=1, ge=1)
+    dead_letter_retention_ms: int = Field(default=14 * 24 * 3600 * 1000, ge=-1)
+
+    # Redis
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    """``redis://`` or ``rediss://`` (TLS); user and password may be in the URL."""
+    redis_password: SecretStr | None = None
+    redis_ssl_ca_certs: str | None = None
+    redis_max_connections: int = Field(default=16, ge=1)
+    redis_socket_timeout_s: float = Field(default=5.0, gt=0)
+    redis_key_prefix: str = "streammon"
+
+    # State and exactly-once
+    state_hmac_key: SecretStr = SecretStr(INSECURE_DEV_KEY)
+    """Key signing every state blob. Set it in production; the default only suits a laptop."""
+    checkpoint_interval_ms: int = Field(default=1000, ge=10)
+    max_batch_size: int = Field(default=2000, ge=1)
+    poll_timeout_ms: int = Field(default=200, ge=1)
+
+    # Join
+    join_max_label_delay_ms: int = Field(default=7 * 24 * 3600 * 1000, ge=1)
+    """An outcome later than this after its prediction (event time) is not joined."""
+    join_grace_ms: int = Field(default=60_000, ge=0)
+    """Extra event time an entry waits past the window before it expires."""
+
+    # Monitoring defaults (per-model overrides in ``models``)
+    task: Literal["classification", "regression"] | None = None
+    """None infers it per model: a float prediction means regression."""
+    positive_label: int | float | str | None = None
+    windows: list[str] = Field(default_factory=lambda: ["count:1000", "time:1h"])
+    detectors: dict[str, DetectorConfig] = Field(
+        default_factory=lambda: {"adwin": DetectorConfig(kind="adwin")}
+    )
+    segment_tags: list[str] = Field(default_factory=list)
+    models: dict[str, ModelConfig] = Field(default_factory=dict)
+
+    # Process
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["text", "json"] = "text"
+    retry_max_backoff_s: float = Field(default=30.0, gt=0)
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_level(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _check_redis_url(cls, value: str) -> str:
+        if not value.startswith(("redis://", "rediss://", "unix://")):
+            msg = f"must start with redis://, rediss:// or unix://, got {value!r}"
+            raise ValueError(msg)
+        return value
+
+    @field_validator("kafka_bootstrap_servers")
+    @classmethod
+    def _check_bootstrap(cls, value: str) -> str:
+        for server in value.split(","):
+            host, _, port = server.strip().rpartition(":")
+            if not host or not port.isdigit():
+                msg = f"expected host:port[,host:port...], got {value!r}"
+                raise ValueError(msg)
+        return value
+
+    @field_validator("state_hmac_key")
+    @classmethod
+    def _check_key(cls, value: SecretStr) -> SecretStr:
+        if len(value.get_secret_value().encode()) < 16:
+            msg = "must be at least 16 bytes"
+            raise ValueError(msg)
+        return value
+
+    @model_validator(mode="after")
+    def _check_models(self) -> Settings:
+        from streaming.detectors import parse_detector_spec
+        from streaming.metrics import parse_window
+
+        def check(
+            where: str, windows: list[str] | None, dets: dict[str, DetectorConfig] | None
+        ) -> None:
+            for w in windows or []:
+                try:
+                    parse_window(w)
+                except ConfigError as exc:
+                    msg = f"{where}windows: {exc}"
+                    raise ValueError(msg) from exc
+            for name, det in (dets or {}).items():
+                try:
+                    parse_detector_spec(det.kind, det.params)
+                except ConfigError as exc:
+                    msg = f"{where}detectors.{name}: {exc}"
+                    raise ValueError(msg) from exc
+
+        check("", self.windows, self.detectors)
+        for model, cfg in self.models.items():
+            check(f"models.{model}.", cfg.windows, cfg.detectors)
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings)
+
+    # ---- derived names -------------------------------------------------------------------
+    def topic(self, logical: str) -> str:
+        """Physical topic name of a logical one (``predictions`` -> ``<prefix>predictions``)."""
+        if logical not in TOPIC_NAMES:
+            msg = f"unknown topic {logical!r}; known: {', '.join(TOPIC_NAMES)}"
+            raise ConfigError(msg)
+        return f"{self.topic_prefix}{logical}"
+
+    def consumer_group(self, service: str) -> str:
+        """Consumer group id of a service (``joiner``, ``evaluator``, ``trainer``...)."""
+        prefix = self.topic_prefix if self.group_id_prefix is None else self.group_id_prefix
+        return f"{prefix}streammon-{service}"
+
+    def model_settings(self, model_name: str) -> ModelConfig:
+        """The effective monitoring config of one model (its overrides over the defaults)."""
+        override = self.models.get(model_name, ModelConfig())
+        return ModelConfig(
+            task=override.task or self.task,
+            positive_label=(
+                override.positive_label
+                if override.positive_label is not None
+                else self.positive_label
+            ),
+            windows=override.windows if override.windows is not None else self.windows,
+            detectors=override.detectors if override.detectors is not None else self.detectors,
+            segment_tags=(
+                override.segment_tags if override.segment_tags is not None else self.segment_tags
+            ),
+        )
+
+    @property
+    def uses_insecure_key(self) -> bool:
+        return self.state_hmac_key.get_secret_value() == INSECURE_DEV_KEY
+
+    def masked(self) -> dict[str, Any]:
+        """Effective settings as plain data with secrets masked (for ``config show``)."""
+        data = self.model_dump(mode="json")
+        for name, field in type(self).model_fields.items():
+            if field.annotation is not None and "SecretStr" in str(field.annotation):
+                data[name] = None if getattr(self, name) is None else "********"
+        for key in ("kafka_config", "kafka_consumer_config", "kafka_producer_config"):
+            data[key] = {
+                k: ("********" if "password" in k or "secret" in k else v)
+                for k, v in data[key].items()
+            }
+        data["redis_url"] = _mask_url(self.redis_url)
+        return data
+
+
+def _mask_url(url: str) -> str:
+    scheme, sep, rest = url.partition("://")
+    if "@" not in rest:
+        return url
+    creds, _, host = rest.rpartition("@")
+    user = creds.split(":", 1)[0]
+    return f"{scheme}{sep}{user}:********@{host}"
+
+
+def _read_config_file(path: str | Path) -> dict[str, Any]:
+    p = Path(path)
+    try:
+        with p.open("rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError as exc:
+        msg = f"config file not found: {p}"
+        raise ConfigError(msg) from exc
+    except tomllib.TOMLDecodeError as exc:
+        msg = f"config file {p} is not valid TOML: {exc}"
+        raise ConfigError(msg) from exc
+
+
+def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Settings:
+    """Build the effective settings; a bad value raises :class:`ConfigError` naming the field.
+
+    ``overrides`` are CLI flags (highest precedence); ``None`` values are ignored. The config
+    file (lowest precedence above defaults) is ``config_file`` or ``$STREAMMON_CONFIG_FILE``.
+    """
+    path = config_file or os.environ.get("STREAMMON_CONFIG_FILE")
+    file_values = _read_config_file(path) if path else {}
+    cli = {k: v for k, v in overrides.items() if v is not None}
+    env_set = {name for name in Settings.model_fields if f"STREAMMON_{name.upper()}" in os.environ}
+    # file values only for fields that neither the CLI nor the environment sets
+    merged = {k: v for k, v in file_values.items() if k not in env_set and k not in cli}
+    merged.update(cli)
+    try:
+        return Settings(**merged)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc)) from exc
+
+
+def _describe(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        field = ".".join(str(p) for p in err["loc"]) or "settings"
+        env = f"STREAMMON_{str(err['loc'][0]).upper()}" if err["loc"] else ""
+        where = f"{field} ({env})" if env and env != "STREAMMON_" else field
+        parts.append(f"{where}: {err['msg']}")
+    return "invalid settings: " + "; ".join(parts)
