@@ -11,7 +11,8 @@ on the next update, so the bundle latches every alarm as an :class:`Alarm` with 
 ``adwin`` defaults to ``delta=1e-4`` instead of river's 0.002: on stationary 0/1 errors river's
 default raised about 0.2 false alarms per million events, 1e-4 about 0.02, while an abrupt
 change of the error rate from 0.1 to 0.5 is still caught within about 100 events. ADWIN's bound
-assumes values in [0, 1]: scale real-valued errors into that range before feeding it.
+assumes values in [0, 1]: heavy-tailed absolute errors (log-normal) raised 1-3 false alarms per
+100,000 events even with 1e-4, none once scaled into [0, 1].
 
 >>> import random
 >>> rng = random.Random(7)
@@ -435,13 +436,11 @@ def _direction(before: float, after: float) -> Direction:
 class DetectorBundle:
     """Named drift detectors fed the same per-event error; picklable as a whole.
 
-    Binary kinds need every error to be 0 or 1; any error must be finite.
+    Binary kinds need every error to be 0 or 1; any error must be finite. An empty bundle
+    (detectors switched off) accepts every finite error and never alarms.
     """
 
     def __init__(self, specs: Mapping[str, DetectorSpec]) -> None:
-        if not specs:
-            msg = "a detector bundle needs at least one detector"
-            raise ConfigError(msg)
         slots = []
         for name, spec in specs.items():
             if not isinstance(name, str) or not name:

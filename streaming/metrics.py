@@ -665,7 +665,11 @@ def _number(value: object) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         msg = f"regression values must be numbers, got {value!r}"
         raise ContractError(msg)
-    return float(value)
+    try:
+        return float(value)
+    except OverflowError as exc:
+        msg = f"regression value out of float range: {value!r}"
+        raise ContractError(msg) from exc
 
 
 def _reg_record(t: int, d: int, y: float, yhat: float) -> _RegRec:
@@ -1268,41 +1272,66 @@ class MetricBundle:
         t: int,
         d: int,
     ) -> _ClsRec:
-        yt = self._label(y_true, "y_true")
-        yp = self._label(y_pred, "y_pred")
-        is_pos = self._is_pos[yt]
-        if score is not None:
-            if not 0.0 <= score <= 1.0:
-                msg = f"score must be a probability in [0, 1], got {score!r}"
-                raise ContractError(msg)
-            score = float(score)
-            p = score if is_pos else 1.0 - score
-        elif probabilities is not None:
-            got: float | None = None
-            for key in self._prob_keys[yt]:
-                got = probabilities.get(key)
-                if got is not None:
-                    break
-            p = 0.0 if got is None else got
-            if not 0.0 <= p <= 1.0:
-                msg = f"probabilities[{yt!r}] must be in [0, 1], got {p!r}"
-                raise ContractError(msg)
-        else:
-            return (t, d, yt, yp, 0, 0, None, None, is_pos)
+        known = len(self._labels)
+        try:
+            yt = self._label(y_true, "y_true")
+            yp = self._label(y_pred, "y_pred")
+            is_pos = self._is_pos[yt]
+            if score is None and probabilities is None:
+                return (t, d, yt, yp, 0, 0, None, None, is_pos)
+            loss, score = self._loss(yt, is_pos, score, probabilities)
+        except ContractError:
+            self._forget_labels(known)  # a rejected event leaves no trace
+            raise
+        m, e = _split(loss)
+        return (t, d, yt, yp, m, e, loss, score, is_pos)
+
+    def _loss(
+        self,
+        yt: Label,
+        is_pos: bool,
+        score: float | None,
+        probabilities: Mapping[str, float] | None,
+    ) -> tuple[float, float | None]:
+        """Log loss of one event, clipped like scikit-learn, and the score as a float."""
+        try:
+            if score is not None:
+                if not 0.0 <= score <= 1.0:
+                    msg = f"score must be a probability in [0, 1], got {score!r}"
+                    raise ContractError(msg)
+                score = float(score)
+                p = score if is_pos else 1.0 - score
+            else:
+                got: float | None = None
+                for key in self._prob_keys[yt]:
+                    got = probabilities.get(key) if probabilities is not None else None
+                    if got is not None:
+                        break
+                p = 0.0 if got is None else got
+                if not 0.0 <= p <= 1.0:
+                    msg = f"probabilities[{yt!r}] must be in [0, 1], got {p!r}"
+                    raise ContractError(msg)
+                p = float(p)
+        except TypeError as exc:
+            msg = f"score and probabilities must be numbers: {exc}"
+            raise ContractError(msg) from exc
         if p < _EPS:
             p = _EPS
         elif p > _ONE_MINUS_EPS:
             p = _ONE_MINUS_EPS
-        loss = -math.log(p)
-        m, e = _split(loss)
-        return (t, d, yt, yp, m, e, loss, score, is_pos)
+        return -math.log(p), score
+
+    def _forget_labels(self, keep: int) -> None:
+        while len(self._labels) > keep:
+            label = next(reversed(self._labels))
+            del self._labels[label], self._is_pos[label], self._prob_keys[label]
 
     # ---------------------------------------------------------------- snapshot
 
     def averaging(self) -> tuple[str, Label | None]:
         """``("binary", positive label)`` or ``("macro", None)`` (see the class docstring)."""
         if self.positive_label is not None:
-            return "binary", self._labels.get(self.positive_label, self.positive_label)
+            return "binary", self.positive_label
         if len(self._labels) <= 2:
             pos = _default_positive(self._labels)
             if pos is not None:
@@ -1451,12 +1480,29 @@ class MetricBundle:
             for (rw, _), data in zip(out._reg_windows, saved, strict=True):
                 rrecs = [
                     _reg_record(
-                        _int_field(t, "time") or 0, _int_field(d, "delay") or 0, float(y), float(yh)
+                        _int_field(t, "time") or 0,
+                        _int_field(d, "delay") or 0,
+                        _number(y),
+                        _number(yh),
                     )
                     for t, d, y, yh in data["events"]
                 ]
                 rw.restore(rrecs, _int_field(data["max_time_ms"], "max time", allow_none=True))
+        out._check_restored()
         return out
+
+    def _check_restored(self) -> None:
+        counted = self._cls.count if self._classification else self._reg.count
+        if not self._count == counted == self._delay.count:
+            msg = "metrics state counts disagree"
+            raise StateError(msg)
+        windows: list[tuple[WindowSpec, int]] = [
+            (w.spec, len(w.events)) for w, _ in self._cls_windows
+        ] + [(w.spec, len(w.events)) for w, _ in self._reg_windows]
+        for spec, n in windows:
+            if n > self._count or (spec.kind == "count" and n > (spec.size or 0)):
+                msg = f"metrics state holds too many events for window {spec.name!r}"
+                raise StateError(msg)
 
     def _restore_cls(
         self, yt: Label, yp: Label, t: object, d: object, loss: object, score: object

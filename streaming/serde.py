@@ -53,6 +53,7 @@ if TYPE_CHECKING:
     from importlib.resources.abc import Traversable
 
 __all__ = [
+    "CONFLUENT_MAGIC",
     "NAMESPACE",
     "SCHEMAS_DIR_ENV",
     "SCHEMA_NAMES",
@@ -546,6 +547,8 @@ Schema Registry framing, schema id 1) but this serde has no registry_url
                 if field in contract.timestamp_fields:
                     hint = " (int epoch millis or aware datetime)"
                 problems.append(f"{text}, expected {' or '.join(dict.fromkeys(expected))}{hint}")
+        except Exception as exc:  # a datum that fastavro's validator cannot even inspect
+            problems.append(f"record does not match the schema ({type(exc).__name__}: {exc})")
         if not problems:
             problems.append("record does not match the schema")
         return f"{self.name}: " + "; ".join(problems)

@@ -140,8 +140,6 @@ def test_good_non_default_values_are_accepted() -> None:
 def test_bundle_validates_its_specs() -> None:
     with pytest.raises(ConfigError, match="unknown detector kind 'nope'"):
         DetectorBundle({"x": DetectorSpec("nope", {})})
-    with pytest.raises(ConfigError, match="at least one detector"):
-        DetectorBundle({})
     with pytest.raises(ConfigError, match="clock must be >= 1"):
         DetectorBundle({"x": DetectorSpec("adwin", {"clock": 0})})
 
@@ -176,6 +174,13 @@ def test_real_valued_detectors_accept_real_errors() -> None:
     snap = bundle.snapshot()
     assert snap["adwin"]["estimation"] == pytest.approx((0.37 + 0.12 + 0.9) / 3)
     assert snap["ph"]["estimation"] == pytest.approx((0.37 + 0.12 + 0.9) / 3)
+
+
+def test_an_empty_bundle_switches_detection_off() -> None:
+    bundle = DetectorBundle({})
+    assert feed(bundle, [0.0, 1.0, 3.5]) == []
+    assert bundle.snapshot() == {}
+    assert bundle.accepts_real_errors
 
 
 def test_binary_kinds() -> None:

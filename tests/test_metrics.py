@@ -488,14 +488,20 @@ def test_multiclass_probability_keys_and_missing_label() -> None:
         (1, {"score": math.nan}),
         (1, {"score": -0.1}),
         (1, {"probabilities": {"1": 2.0}}),
+        (1, {"probabilities": {"1": "0.5"}}),
+        ("new", {"score": "0.5"}),
     ],
 )
 def test_contract_errors(y_true: Any, kwargs: dict[str, Any]) -> None:
     b = MetricBundle("classification", [parse_window("count:2")])
+    b.update(0, 0, event_time_ms=0, label_delay_ms=0)
+    before = json.dumps(b.to_state())
     with pytest.raises(ContractError):
-        b.update(y_true, 1, event_time_ms=0, label_delay_ms=0, **kwargs)
-    assert b.count == 0
-    assert b.snapshot()["windows"]["last_2"]["count"] == 0
+        b.update(y_true, "other", event_time_ms=0, label_delay_ms=0, **kwargs)
+    if not kwargs:  # a bad predicted label after a new true label
+        with pytest.raises(ContractError):
+            b.update("other", y_true, event_time_ms=0, label_delay_ms=0)
+    assert json.dumps(b.to_state()) == before  # labels of a rejected event are not kept
 
 
 def test_contract_errors_times_and_regression_values() -> None:
@@ -508,6 +514,8 @@ def test_contract_errors_times_and_regression_values() -> None:
         b.update(1.0, math.nan, event_time_ms=1, label_delay_ms=0)
     with pytest.raises(ContractError):
         b.update(1e200, -1e200, event_time_ms=1, label_delay_ms=0)
+    with pytest.raises(ContractError):
+        b.update(10**400, 1, event_time_ms=1, label_delay_ms=0)
     assert b.count == 0
 
 
@@ -793,6 +801,9 @@ def test_state_round_trip_through_json_is_exact(task: Any, make_events: Any, pos
         lambda s: s["label_delay"].update(count=-1),
         lambda s: s["window_events"][0].update(events=[[0, 0, 0, 0, "bad", None]]),
         lambda s: s.pop("cumulative"),
+        lambda s: s.update(count=999),
+        lambda s: s["window_events"][0]["events"].extend(s["window_events"][0]["events"]),
+        lambda s: s["cumulative"].update(loss=["1", -(10**6)]),
     ],
 )
 def test_from_state_rejects_bad_state(mutate: Any) -> None:
