@@ -27,9 +27,15 @@ OUT = serde_for("OutcomeEvent")
 
 def pred(pid: str, ts: int, prediction: Any = 1, model: str = "m", version: str = "1") -> dict:
     return {
-        "prediction_id": pid, "model_name": model, "model_version": version, "timestamp": ts,
-        "features": {"x": 1.5, "c": "a"}, "prediction": prediction, "score": 0.75,
-        "probabilities": None, "tags": {"region": "eu"},
+        "prediction_id": pid,
+        "model_name": model,
+        "model_version": version,
+        "timestamp": ts,
+        "features": {"x": 1.5, "c": "a"},
+        "prediction": prediction,
+        "score": 0.75,
+        "probabilities": None,
+        "tags": {"region": "eu"},
     }
 
 
@@ -49,9 +55,13 @@ class Harness:
 
     def run(self, events: list[tuple[str, dict]]) -> JoinResult:
         batch = JoinBatch(
-            self.delay, self.grace,
+            self.delay,
+            self.grace,
             {pid: Entry.decode(b) for pid, b in self.entries.items()},
-            self.wm[0], self.wm[1], decode_prediction=PRED.decode, decode_outcome=OUT.decode,
+            self.wm[0],
+            self.wm[1],
+            decode_prediction=PRED.decode,
+            decode_outcome=OUT.decode,
         )
         for i, (kind, rec) in enumerate(events):
             if kind == "p":
