@@ -36,8 +36,10 @@ app = typer.Typer(
 )
 topics_app = typer.Typer(help="Create and check the topics.", no_args_is_help=True)
 config_app = typer.Typer(help="Show the effective configuration.", no_args_is_help=True)
+alerts_app = typer.Typer(help="Read and forward alert transitions.", no_args_is_help=True)
 app.add_typer(topics_app, name="topics")
 app.add_typer(config_app, name="config")
+app.add_typer(alerts_app, name="alerts")
 
 out = Console()
 err = Console(stderr=True)
@@ -306,6 +308,59 @@ def status(
         sys.stdout.write(json.dumps(data, indent=2, sort_keys=True) + "\n")
         return
     render_status(out, data)
+
+
+# ---- alerts ---------------------------------------------------------------------------------
+@alerts_app.command("tail")
+def alerts_tail(
+    ctx: typer.Context,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep waiting for more.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
+) -> None:
+    """List alert transitions (firing/resolved) from the alerts topic.
+
+    Example: streammon alerts tail --follow
+    """
+    from consumers.alerts import tail_alerts
+
+    settings = _settings_or_exit(ctx)
+    try:
+        code = tail_alerts(settings, follow=follow, as_json=as_json, console=out)
+    except StreammonError as exc:
+        raise _fail(exc) from exc
+    raise typer.Exit(code)
+
+
+@alerts_app.command("forward")
+def alerts_forward(
+    ctx: typer.Context,
+    alertmanager_url: Annotated[
+        str | None, typer.Option(help="Alertmanager base URL (STREAMMON_ALERTMANAGER_URL).")
+    ] = None,
+    webhook: Annotated[
+        list[str] | None, typer.Option(help="JSON webhook URL; repeat for several.")
+    ] = None,
+) -> None:
+    """Deliver alert transitions to Alertmanager (API v2) and webhooks, at least once.
+
+    Example: streammon alerts forward --alertmanager-url http://127.0.0.1:9093
+    """
+    from consumers.alerts import run_forwarder
+    from consumers.service import GracefulStop
+
+    settings = _settings_or_exit(ctx)
+    stop = GracefulStop()
+    stop.install()
+    try:
+        code = run_forwarder(
+            settings,
+            alertmanager_url=alertmanager_url or settings.alertmanager_url,
+            webhook_urls=list(webhook or settings.alert_webhook_urls),
+            stop=stop,
+        )
+    except StreammonError as exc:
+        raise _fail(exc) from exc
+    raise typer.Exit(code)
 
 
 # ---- local stack ----------------------------------------------------------------------------

@@ -22,6 +22,8 @@ keeps one :class:`Series` per key:
 >>> ev.apply({**base, "prediction_id": "p3", "label": 1, "prediction": 1,
 ...           "source_sequence": 3}) is None  # a replayed duplicate
 True
+>>> ev.duplicates_dropped
+1
 >>> snap = ev.series[("m", "1", "")].snapshot()
 >>> round(snap["metrics"]["cumulative"]["accuracy"], 4)
 0.6667
@@ -35,6 +37,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from streaming.alerting import AlertEngine, Emission, Rule, RuleInput
 from streaming.detectors import DetectorBundle, parse_detector_spec
 from streaming.metrics import MetricBundle, error_of, parse_window
 from streaming.settings import ModelConfig
@@ -117,19 +120,64 @@ def alarm_dict(alarm: Any) -> dict[str, Any]:
     }
 
 
-class PartitionEvaluator:
-    """Applies labeled examples of one partition to its series (see module docstring)."""
+@dataclass
+class Applied:
+    """What one example caused: latched drift alarms and alert/retrain emissions."""
 
-    def __init__(self, config_for: Callable[[str], ModelConfig]) -> None:
+    alarms: list[tuple[SeriesKey, dict[str, Any]]]
+    emissions: list[Emission]
+
+
+class PartitionEvaluator:
+    """Applies labeled examples of one partition to its series (see module docstring).
+
+    With ``rules_for``, the alert ``engine`` evaluates the model's rules on the version series
+    after every example; ``quality`` holds the latest data-quality values per
+    ``(model, version)`` (supplied by the caller, e.g. from the joiner's counters).
+    """
+
+    def __init__(
+        self,
+        config_for: Callable[[str], ModelConfig],
+        *,
+        rules_for: Callable[[str], list[Rule]] | None = None,
+        engine: AlertEngine | None = None,
+    ) -> None:
         self.config_for = config_for
+        self.rules_for = rules_for
+        self.engine = engine or AlertEngine()
         self.series: dict[SeriesKey, Series] = {}
         self.last_sequence: dict[int, int] = {}
         """Highest ``source_sequence`` applied per joiner partition (duplicate suppression)."""
         self.dirty: set[SeriesKey] = set()
         self.duplicates_dropped = 0
+        self.quality: dict[tuple[str, str], dict[str, float | None]] = {}
 
-    def apply(self, example: dict[str, Any]) -> list[tuple[SeriesKey, dict[str, Any]]] | None:
-        """Apply one example; return the alarms it fired, or None for a duplicate."""
+    def rule_input(self, series: Series, rules: list[Rule], **quality: float | None) -> RuleInput:
+        """The alert engine's view of a version series right now."""
+        model, version, _ = series.key
+        delay = series.metrics.value("cumulative", "label_delay_p95_ms")
+        merged = {
+            **self.quality.get((model, version), {}),
+            "label_delay_p95_ms": delay,
+            "no_events_ms": 0.0,  # an example just arrived
+        }
+        merged.update(quality)
+        return RuleInput(
+            model=model,
+            version=version,
+            position=series.position,
+            event_time_ms=series.last_event_time_ms or 0,
+            metric=series.metrics.value,
+            samples=series.metrics.samples,
+            alarms=series.alarms,
+            quality=merged,
+            rules=rules,
+        )
+
+    def apply(self, example: dict[str, Any]) -> Applied | None:
+        """Apply one example; return the alarms and emissions it caused, or None for a
+        duplicate."""
         src, seq = int(example["source_partition"]), int(example["source_sequence"])
         if seq <= self.last_sequence.get(src, 0):
             self.duplicates_dropped += 1
@@ -149,7 +197,11 @@ class PartitionEvaluator:
                 series = self.series[key] = new_series(key, cfg, example["prediction"])
             fired.extend((key, a) for a in series.update(example))
             self.dirty.add(key)
-        return fired
+        emissions: list[Emission] = []
+        rules = self.rules_for(model) if self.rules_for is not None else []
+        if rules:
+            emissions = self.engine.evaluate(self.rule_input(self.series[keys[1]], rules))
+        return Applied(fired, emissions)
 
 
 def new_series(key: SeriesKey, cfg: ModelConfig, first_prediction: object) -> Series:

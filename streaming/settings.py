@@ -30,6 +30,7 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from streaming.alerting import AlertRule, RetrainPolicy, Rule, rules_for, validate_rules
 from streaming.errors import ConfigError
 
 TOPIC_NAMES = (
@@ -61,6 +62,8 @@ class ModelConfig(BaseModel):
     windows: list[str] | None = None
     detectors: dict[str, DetectorConfig] | None = None
     segment_tags: list[str] | None = None
+    alert_rules: list[AlertRule] | None = None
+    """Rules of this model; one with the name of a shared rule replaces it."""
 
 
 class Settings(BaseSettings):
@@ -133,7 +136,31 @@ class Settings(BaseSettings):
         default_factory=lambda: {"adwin": DetectorConfig(kind="adwin")}
     )
     segment_tags: list[str] = Field(default_factory=list)
+    """Tags of a prediction whose values get their own metrics (e.g. ``["region"]``)."""
     models: dict[str, ModelConfig] = Field(default_factory=dict)
+    """Per-model overrides of task, positive_label, windows, detectors, segment_tags and
+    alert_rules, keyed by model name."""
+
+    # Alerting
+    alert_rules: list[AlertRule] = Field(default_factory=list)
+    """Rules evaluated for every model (threshold, detector, data_quality); see the README."""
+    retrain_cooldown_ms: int = Field(default=6 * 3600 * 1000, ge=0)
+    """At most one retrain request per model within this much event time."""
+    retrain_min_labeled: int = Field(default=1000, ge=0)
+    """A version must have this many labeled events before it can ask for a retrain."""
+    retrain_max_in_flight_ms: int = Field(default=24 * 3600 * 1000, ge=1)
+    """A request without a model-version answer stops blocking new ones after this."""
+    retrain_window_ms: int = Field(default=7 * 24 * 3600 * 1000, ge=1)
+    """Suggested training window of a retrain request (event time before the alert)."""
+    quality_refresh_ms: int = Field(default=5000, ge=100)
+    """How often the evaluator re-reads the joiner's counters for data-quality rules."""
+    alertmanager_url: str | None = None
+    """Base URL of a Prometheus Alertmanager for ``streammon alerts forward``."""
+    alert_webhook_urls: list[str] = Field(default_factory=list)
+    """JSON webhooks for ``streammon alerts forward`` (each receives every transition)."""
+    alert_firing_horizon_ms: int = Field(default=24 * 3600 * 1000, ge=60_000)
+    """endsAt sent to Alertmanager for a firing alert: forwarding time plus this."""
+    alert_http_timeout_s: float = Field(default=10.0, gt=0)
 
     # Process
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
@@ -193,8 +220,21 @@ class Settings(BaseSettings):
                     raise ValueError(msg) from exc
 
         check("", self.windows, self.detectors)
+        validate_rules(
+            self.alert_rules,
+            windows=set(self.windows),
+            detectors=set(self.detectors),
+            where="alert_rules",
+        )
         for model, cfg in self.models.items():
             check(f"models.{model}.", cfg.windows, cfg.detectors)
+            eff = self.model_settings(model)
+            validate_rules(
+                rules_for(model, self.alert_rules, cfg.alert_rules or []),
+                windows=set(eff.windows or []),
+                detectors=set(eff.detectors or {}),
+                where=f"models.{model}.alert_rules",
+            )
         return self
 
     @classmethod
@@ -236,6 +276,20 @@ class Settings(BaseSettings):
             segment_tags=(
                 override.segment_tags if override.segment_tags is not None else self.segment_tags
             ),
+            alert_rules=override.alert_rules or [],
+        )
+
+    def rules_for(self, model_name: str) -> list[Rule]:
+        """The effective alert rules of a model (its own over the shared ones)."""
+        own = self.models.get(model_name, ModelConfig()).alert_rules or []
+        return rules_for(model_name, self.alert_rules, own)
+
+    def retrain_policy(self) -> RetrainPolicy:
+        return RetrainPolicy(
+            cooldown_ms=self.retrain_cooldown_ms,
+            min_labeled=self.retrain_min_labeled,
+            max_in_flight_ms=self.retrain_max_in_flight_ms,
+            window_ms=self.retrain_window_ms,
         )
 
     @property

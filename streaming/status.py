@@ -57,7 +57,13 @@ def read_status(
 
     def model_entry(name: str) -> dict[str, Any]:
         entry: dict[str, Any] = models.setdefault(
-            name, {"counts": _empty_counts(), "versions": {}, "all_versions": None}
+            name,
+            {
+                "counts": _empty_counts(),
+                "versions": {},
+                "all_versions": None,
+                "alerts": {"firing": [], "retrain_in_flight": None},
+            },
         )
         return entry
 
@@ -114,6 +120,10 @@ def read_status(
                         vc = version_entry(m, v)["counts"]
                         vc[name] = vc.get(name, 0) + n
             else:
+                summary = json.loads(meta.get("alerts_summary") or "{}")
+                for m, alerts in summary.items():
+                    if model is None or m == model:
+                        model_entry(m)["alerts"] = alerts
                 for fld, raw in store.hgetall(scope, "snapshots").items():
                     m, v, segment = fld.split("\x1f")
                     if model is not None and m != model:

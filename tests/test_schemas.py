@@ -342,3 +342,17 @@ def test_evolution_check_rejects_a_field_added_without_default() -> None:
     )
     with pytest.raises(fastavro.read.SchemaResolutionError):
         fastavro.schemaless_reader(io.BytesIO(body.getvalue()), writer, fastavro.parse_schema(new))
+
+
+def test_contracts_doc_is_up_to_date() -> None:
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.run(
+        [sys.executable, str(root / "scripts" / "gen_contracts_doc.py"), "--check"],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stdout
