@@ -6,6 +6,14 @@ statistics. Updates are pure Python and O(1) amortised. Sums of floats are kept 
 (an integer times a power of two), so reverting the events that leave a window never
 drifts and results do not depend on arrival order. State is plain JSON data.
 
+A count window keeps its events (exact ROC AUC and delay quantiles). A time window keeps
+no events: it is cut into panes of event time (see :class:`WindowSpec`), each a mergeable
+summary (confusion cells, exact sums, a sparse logit histogram for ROC AUC, label-delay
+sketch buckets), and the window's running sum of them; a pane that leaves the window is
+subtracted exactly. Its memory, state and snapshot cost depend on the number of panes and
+distinct histogram bins, not on the event rate. Its ROC AUC is the histogram estimate (as
+the cumulative one) and its delay quantiles the sketch's (within 1%).
+
 Labels may be ``int``, ``float`` or ``str``. ``1`` and ``"1"`` are different labels, but
 ``1`` and ``1.0`` compare equal and are one label (as in Python and scikit-learn); the
 first spelling seen is kept. ``bool`` is not supported (it compares equal to ``1``).
@@ -48,7 +56,7 @@ _EPS: Final = 2.220446049250313e-16  # np.finfo(np.float64).eps, scikit-learn's 
 _ONE_MINUS_EPS: Final = 1.0 - _EPS
 _MIN_EXP: Final = -2 * 1074  # exponent of the smallest double, squared
 _STATE_FORMAT: Final = "streammon.metrics.bundle"
-_STATE_VERSION: Final = 1
+_STATE_VERSION: Final = 2
 
 
 # --------------------------------------------------------------------------- labels
@@ -514,7 +522,13 @@ class LogitHistogramAUC:
         self._n_pos = 0
         self._n_neg = 0
 
-    def _bin(self, score: float) -> int:
+    @property
+    def layout(self) -> tuple[int, float]:
+        """``(bins, limit)``: histograms merge only with the same layout."""
+        return self._bins, self._limit
+
+    def bin(self, score: float) -> int:
+        """Index of the bin of a score in [0, 1]."""
         if score <= 0.0:
             return 0
         if score >= 1.0:
@@ -528,11 +542,15 @@ class LogitHistogramAUC:
 
     def add(self, score: float, is_positive: bool) -> None:
         """Count one score in [0, 1]."""
+        self.add_bin(self.bin(score), is_positive)
+
+    def add_bin(self, i: int, is_positive: bool) -> None:
+        """Count one score by its :meth:`bin`."""
         if is_positive:
-            self._pos[self._bin(score)] += 1
+            self._pos[i] += 1
             self._n_pos += 1
         else:
-            self._neg[self._bin(score)] += 1
+            self._neg[i] += 1
             self._n_neg += 1
 
     def merge(self, other: LogitHistogramAUC) -> None:
@@ -630,6 +648,39 @@ class RegressionStats:
         self._syy.add_parts(-rec[6], 2 * e)
         self._sabs.add_parts(-rec[7], rec[8])
         self._ssq.add_parts(-rec[9], rec[10])
+
+    def merge(self, other: RegressionStats, sign: int = 1) -> None:
+        """Add (``sign=1``) or subtract (``sign=-1``) the sums of ``other``, exactly."""
+        self._n += sign * other._n
+        for mine, theirs in (
+            (self._sy, other._sy),
+            (self._syy, other._syy),
+            (self._sabs, other._sabs),
+            (self._ssq, other._ssq),
+        ):
+            n, e = theirs.exact
+            mine.add_parts(sign * n, e)
+
+    def to_state(self) -> dict[str, Any]:
+        """Plain-data state."""
+        return {
+            "n": self._n,
+            "sum_y": self._sy.to_state(),
+            "sum_y2": self._syy.to_state(),
+            "sum_abs": self._sabs.to_state(),
+            "sum_sq": self._ssq.to_state(),
+        }
+
+    @classmethod
+    def from_state(cls, data: Mapping[str, Any]) -> RegressionStats:
+        """Rebuild from :meth:`to_state` output."""
+        out = cls()
+        out._n = _nonneg_int(data["n"])
+        out._sy = ExactSum.from_state(data["sum_y"])
+        out._syy = ExactSum.from_state(data["sum_y2"])
+        out._sabs = ExactSum.from_state(data["sum_abs"])
+        out._ssq = ExactSum.from_state(data["sum_sq"])
+        return out
 
     def mae(self) -> float | None:
         """Mean absolute error."""
@@ -941,25 +992,35 @@ def _exact_delay_summary(delays: Iterable[int]) -> dict[str, Any]:
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd]?)$", re.ASCII)
 _UNIT_SECONDS: Final = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+_DEFAULT_PANES: Final = 60
+_MAX_PANES: Final = 10_000
 
 
 @dataclass(frozen=True, slots=True)
 class WindowSpec:
     """A named window: ``kind="count"`` with ``size`` events, or ``"time"`` with ``seconds``.
 
-    A time window holds the events whose event time is within ``seconds`` of the largest
-    event time seen. Events arrive roughly in time order, so the window evicts from the
-    front while the oldest *arrived* event is too old; an out-of-order event stays until it
-    reaches the front. Events already too old when they arrive are not added.
+    A count window holds the last ``size`` events that arrived.
+
+    A time window of ``seconds`` T is cut into ``panes`` P panes of width T/P aligned to
+    event time: an event at ``t`` ms belongs to pane ``t * P // span_ms``. The window is
+    the union of the P newest panes, ``top - P < pane <= top`` where ``top`` is the pane
+    of the largest event time seen, so it covers between T - T/P and T of event time. An
+    event whose pane has already left the window when it arrives is not added (it still
+    counts in the cumulative metrics). ``panes`` defaults to 60 (or ``span_ms`` if that
+    is smaller, so every pane is at least 1 ms wide).
 
     >>> WindowSpec(name="1h", kind="time", seconds=3600).span_ms
     3600000
+    >>> WindowSpec(name="1h", kind="time", seconds=3600).panes
+    60
     """
 
     name: str
     kind: Literal["count", "time"]
     size: int | None = None
     seconds: float | None = None
+    panes: int | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
@@ -972,6 +1033,9 @@ class WindowSpec:
                 raise ConfigError(msg)
             if self.seconds is not None:
                 msg = f"window {self.name!r}: a count window takes no seconds"
+                raise ConfigError(msg)
+            if self.panes is not None:
+                msg = f"window {self.name!r}: a count window takes no panes"
                 raise ConfigError(msg)
         elif self.kind == "time":
             sec = self.seconds
@@ -986,6 +1050,14 @@ class WindowSpec:
             if self.size is not None:
                 msg = f"window {self.name!r}: a time window takes no size"
                 raise ConfigError(msg)
+            panes = self.panes
+            if panes is None:
+                object.__setattr__(self, "panes", min(_DEFAULT_PANES, self.span_ms))
+            elif isinstance(panes, bool) or not isinstance(panes, int):
+                msg = f"window {self.name!r}: panes must be an int, got {panes!r}"
+                raise ConfigError(msg)
+            else:
+                _check_panes(panes, self.span_ms, f"window {self.name!r}")
         else:
             msg = f"window {self.name!r}: kind must be 'count' or 'time', got {self.kind!r}"
             raise ConfigError(msg)
@@ -999,7 +1071,7 @@ class WindowSpec:
         """Plain-data form."""
         if self.kind == "count":
             return {"name": self.name, "kind": "count", "size": self.size}
-        return {"name": self.name, "kind": "time", "seconds": self.seconds}
+        return {"name": self.name, "kind": "time", "seconds": self.seconds, "panes": self.panes}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> WindowSpec:
@@ -1009,18 +1081,31 @@ class WindowSpec:
             kind=data["kind"],
             size=data.get("size"),
             seconds=data.get("seconds"),
+            panes=data.get("panes"),
         )
 
 
-def parse_window(text: str, name: str | None = None) -> WindowSpec:
-    """Parse ``count:N`` or ``time:D`` (D with an s/m/h/d suffix), optionally ``NAME=...``.
+def _check_panes(panes: int, span_ms: int, where: str) -> None:
+    if not 1 <= panes <= _MAX_PANES:
+        msg = f"{where}: panes must be in [1, {_MAX_PANES}], got {panes!r}"
+        raise ConfigError(msg)
+    if panes > span_ms:
+        msg = f"{where}: {panes} panes would be shorter than 1 ms in a {span_ms} ms window"
+        raise ConfigError(msg)
 
-    The default name is ``last_N`` for count windows and ``D`` for time windows.
+
+def parse_window(text: str, name: str | None = None) -> WindowSpec:
+    """Parse ``count:N`` or ``time:D[/P]`` (D with an s/m/h/d suffix), optionally ``NAME=...``.
+
+    ``P`` is the number of panes of a time window (default 60). The default name is
+    ``last_N`` for count windows and ``D`` (or ``D/P``) for time windows.
 
     >>> parse_window("count:1000")
-    WindowSpec(name='last_1000', kind='count', size=1000, seconds=None)
+    WindowSpec(name='last_1000', kind='count', size=1000, seconds=None, panes=None)
     >>> parse_window("time:1h")
-    WindowSpec(name='1h', kind='time', size=None, seconds=3600.0)
+    WindowSpec(name='1h', kind='time', size=None, seconds=3600.0, panes=60)
+    >>> parse_window("time:1h/12").panes
+    12
     >>> parse_window("day=time:1d").name
     'day'
     """
@@ -1031,7 +1116,7 @@ def parse_window(text: str, name: str | None = None) -> WindowSpec:
     kind, sep, value = raw.partition(":")
     kind, value = kind.strip().lower(), value.strip().lower()
     if not sep or not value:
-        msg = f"invalid window spec {text!r}: expected 'count:N' or 'time:DURATION'"
+        msg = f"invalid window spec {text!r}: expected 'count:N' or 'time:DURATION[/PANES]'"
         raise ConfigError(msg)
     if kind == "count":
         if not (value.isascii() and value.isdigit()) or int(value) < 1:
@@ -1040,15 +1125,27 @@ def parse_window(text: str, name: str | None = None) -> WindowSpec:
         size = int(value)
         return WindowSpec(name=name or f"last_{size}", kind="count", size=size)
     if kind == "time":
-        match = _DURATION.match(value)
+        duration, slash, panes_text = (part.strip() for part in value.partition("/"))
+        match = _DURATION.match(duration)
         if match is None:
             msg = f"invalid window spec {text!r}: duration must look like 90s, 15m, 1h or 7d"
             raise ConfigError(msg)
         seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
-        if round(seconds * 1000) < 1:
+        span_ms = round(seconds * 1000)
+        if span_ms < 1:
             msg = f"invalid window spec {text!r}: duration must be at least 1 ms"
             raise ConfigError(msg)
-        return WindowSpec(name=name or value, kind="time", seconds=seconds)
+        panes: int | None = None
+        if slash:
+            if not (panes_text.isascii() and panes_text.isdigit()):
+                msg = (
+                    f"invalid window spec {text!r}: panes must be a positive integer, "
+                    f"got {panes_text!r}"
+                )
+                raise ConfigError(msg)
+            panes = int(panes_text)
+            _check_panes(panes, span_ms, f"invalid window spec {text!r}")
+        return WindowSpec(name=name or value, kind="time", seconds=seconds, panes=panes)
     msg = f"invalid window spec {text!r}: kind must be 'count' or 'time'"
     raise ConfigError(msg)
 
@@ -1063,45 +1160,413 @@ class _Stats(Protocol[R_contra]):
 
 
 class _Window(Generic[R]):
-    """Records of one window with its stats; count or event-time eviction."""
+    """Records of a count window with its stats: the last ``spec.size`` records."""
 
-    __slots__ = ("_limit", "_time", "events", "max_time", "spec", "stats")
+    __slots__ = ("_limit", "events", "spec", "stats")
 
     def __init__(self, spec: WindowSpec, stats: _Stats[R]) -> None:
         self.spec = spec
         self.stats: _Stats[R] = stats
         self.events: deque[R] = deque()
-        self.max_time: int | None = None
-        self._time = spec.kind == "time"
-        self._limit = spec.span_ms if self._time else (spec.size or 0)
+        self._limit = spec.size or 0
 
     def push(self, rec: R) -> None:
-        """Add a record and evict what falls out."""
+        """Add a record and evict the oldest beyond the size."""
         events = self.events
-        if not self._time:
-            self.stats.add_record(rec)
-            events.append(rec)
-            if len(events) > self._limit:
-                self.stats.revert_record(events.popleft())
-            return
-        t: int = rec[0]
-        mx = self.max_time
-        if mx is None or t > mx:
-            self.max_time = mx = t
-        cutoff = mx - self._limit
-        if t < cutoff:
-            return
         self.stats.add_record(rec)
         events.append(rec)
-        while events[0][0] < cutoff:
+        if len(events) > self._limit:
             self.stats.revert_record(events.popleft())
 
-    def restore(self, records: Iterable[R], max_time: int | None) -> None:
+    def restore(self, records: Iterable[R]) -> None:
         """Load records saved from a window (no eviction)."""
         for rec in records:
             self.stats.add_record(rec)
             self.events.append(rec)
-        self.max_time = max_time
+
+
+# --------------------------------------------------------------------------- time windows
+
+# Label delays of a time window are kept in the buckets of the label-delay sketch
+# (DDSketch with 1% relative accuracy): key ``ceil(log(d) / log(gamma))`` for d >= 1 ms,
+# and _ZERO_DELAY for 0. Delays below 2**63 ms have keys below 2200.
+_DELAY_ACCURACY: Final = 0.01
+_DELAY_GAMMA: Final = (1.0 + _DELAY_ACCURACY) / (1.0 - _DELAY_ACCURACY)
+_DELAY_INV_LN_GAMMA: Final = 1.0 / math.log(_DELAY_GAMMA)
+_ZERO_DELAY: Final = -1
+
+K = TypeVar("K")
+
+
+def _delay_key(d: int) -> int:
+    """Sketch bucket of a delay in ms (>= 0); the same bucket as :class:`LabelDelayStats`."""
+    if d < 1:
+        return _ZERO_DELAY
+    return math.ceil(math.log(d) * _DELAY_INV_LN_GAMMA)
+
+
+def _merge_counts(into: dict[K, int], other: Mapping[K, int], sign: int) -> None:
+    """``into += sign * other``, dropping keys whose count becomes 0."""
+    for key, c in other.items():
+        left = into.get(key, 0) + sign * c
+        if left:
+            into[key] = left
+        else:
+            del into[key]
+
+
+def _pack_counts(counts: Mapping[int, int]) -> list[int]:
+    """``{key: count}`` as ``[key0, count0, key1 - key0, count1, ...]`` in key order."""
+    out: list[int] = []
+    prev = 0
+    for key in sorted(counts):
+        out.append(key - prev)
+        out.append(counts[key])
+        prev = key
+    return out
+
+
+def _unpack_counts(data: object, lowest: int, highest: int, what: str) -> dict[int, int]:
+    """Inverse of :func:`_pack_counts`: keys in ``[lowest, highest]``, counts > 0."""
+    if not isinstance(data, list) or len(data) % 2:
+        msg = f"bad {what} counts in metrics state: a list of {type(data).__name__}"
+        raise StateError(msg)
+    out: dict[int, int] = {}
+    key = 0
+    for j in range(0, len(data), 2):
+        step, c = data[j], data[j + 1]
+        for v in (step, c):
+            if isinstance(v, bool) or not isinstance(v, int):
+                msg = f"bad {what} counts in metrics state: {v!r}"
+                raise StateError(msg)
+        key += step
+        if (j and step < 1) or not lowest <= key <= highest or c < 1:
+            msg = f"bad {what} counts in metrics state at key {key!r}: {c!r}"
+            raise StateError(msg)
+        out[key] = c
+    return out
+
+
+def _keyed_auc(counts: Mapping[int, int]) -> float | None:
+    """ROC AUC of a sparse logit histogram keyed ``2 * bin + is_positive`` (ties: same bin).
+
+    Equal to :meth:`LogitHistogramAUC.value` of the same scores.
+    """
+    num2 = 0
+    neg_below = 0  # negatives in bins up to and including the current one
+    n_pos = 0
+    for key in sorted(counts):
+        c = counts[key]
+        if key & 1:
+            num2 += c * (2 * neg_below - counts.get(key - 1, 0))
+            n_pos += c
+        else:
+            neg_below += c
+    if n_pos == 0 or neg_below == 0:
+        return None
+    return num2 / (2 * n_pos * neg_below)
+
+
+def _delay_summary(
+    buckets: Mapping[int, int], count: int, total: int, lo: int, hi: int
+) -> dict[str, Any]:
+    """Like :meth:`LabelDelayStats.summary`, from sketch buckets and exact count/sum/min/max."""
+    if count == 0:
+        return {"count": 0, "median_ms": None, "p95_ms": None, "mean_ms": None, "max_ms": None}
+    keys = sorted(buckets)
+    quantiles: list[float] = []
+    for q in (0.5, 0.95):
+        rank = q * (count - 1)
+        seen = 0
+        key = keys[-1]
+        for key in keys:
+            seen += buckets[key]
+            if seen > rank:
+                break
+        est = 0.0 if key == _ZERO_DELAY else 2.0 * _DELAY_GAMMA**key / (_DELAY_GAMMA + 1.0)
+        quantiles.append(float(min(max(est, lo), hi)))
+    return {
+        "count": count,
+        "median_ms": quantiles[0],
+        "p95_ms": quantiles[1],
+        "mean_ms": total / count,
+        "max_ms": hi,
+    }
+
+
+class _Summary:
+    """Mergeable counts of one pane of a time window, or of a whole window (sum of its panes).
+
+    ``delay_lo`` and ``delay_hi`` are the exact min and max delay of a pane (not kept for a
+    window's sum, which takes them from its panes).
+    """
+
+    __slots__ = ("delay_hi", "delay_lo", "delay_sum", "delays", "n")
+
+    def __init__(self) -> None:
+        self.n = 0
+        self.delays: dict[int, int] = {}
+        self.delay_sum = 0
+        self.delay_lo = 0
+        self.delay_hi = 0
+
+    def _bound_delay(self, d: int) -> None:
+        """Widen the pane's delay bounds to ``d`` (after counting it)."""
+        if self.n == 1:
+            self.delay_lo = self.delay_hi = d
+        elif d > self.delay_hi:
+            self.delay_hi = d
+        elif d < self.delay_lo:
+            self.delay_lo = d
+
+    def _merge_delays(self, other: _Summary, sign: int) -> None:
+        _merge_counts(self.delays, other.delays, sign)
+        self.delay_sum += sign * other.delay_sum
+        self.n += sign * other.n
+
+    def _delay_state(self) -> dict[str, Any]:
+        return {
+            "delays": _pack_counts(self.delays),
+            "delay_sum": self.delay_sum,
+            "delay_min": self.delay_lo,
+            "delay_max": self.delay_hi,
+        }
+
+    def _restore_delays(self, data: Mapping[str, Any], n: int) -> None:
+        self.delays = _unpack_counts(data["delays"], _ZERO_DELAY, 2**31, "label delay")
+        self.delay_sum = _nonneg_int(data["delay_sum"])
+        self.delay_lo = _nonneg_int(data["delay_min"])
+        self.delay_hi = _nonneg_int(data["delay_max"])
+        self.n = n
+        if (
+            n < 1
+            or sum(self.delays.values()) != n
+            or self.delay_lo > self.delay_hi
+            or not n * self.delay_lo <= self.delay_sum <= n * self.delay_hi
+        ):
+            msg = "pane state: label delays do not add up"
+            raise StateError(msg)
+
+
+class _ClsSummary(_Summary):
+    """Confusion cells, exact log-loss sum, scored count, sparse logit histogram, delays."""
+
+    __slots__ = ("auc", "cells", "loss", "scored")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.cells: dict[tuple[Label, Label], int] = {}
+        self.loss = ExactSum()
+        self.scored = 0
+        self.auc: dict[int, int] = {}  # 2 * histogram bin + is_positive -> count
+
+    def merge(self, other: _ClsSummary, sign: int = 1) -> None:
+        """Add (``sign=1``) or subtract (``sign=-1``) the counts of ``other``."""
+        _merge_counts(self.cells, other.cells, sign)
+        ln, le = other.loss.exact
+        self.loss.add_parts(sign * ln, le)
+        self.scored += sign * other.scored
+        _merge_counts(self.auc, other.auc, sign)
+        self._merge_delays(other, sign)
+
+    def stats(self) -> ClassificationStats:
+        """The counts as a :class:`ClassificationStats` (O(cells))."""
+        out = ClassificationStats()
+        for (yt, yp), c in self.cells.items():
+            out.add_count(yt, yp, c)
+        out._loss.add_parts(*self.loss.exact)
+        out._n_loss = self.scored
+        return out
+
+    def to_state(self, index: Mapping[Label, int]) -> dict[str, Any]:
+        """Plain data, labels as indices into the bundle's label list."""
+        return {
+            "confusion": [[index[t], index[p], c] for (t, p), c in self.cells.items()],
+            "loss": self.loss.to_state(),
+            "scored": self.scored,
+            "roc_auc": _pack_counts(self.auc),
+            **self._delay_state(),
+        }
+
+    @classmethod
+    def from_state(cls, data: Mapping[str, Any], labels: Sequence[Label], bins: int) -> _ClsSummary:
+        """Rebuild from :meth:`to_state` output."""
+        out = cls()
+        for row in data["confusion"]:
+            ti, pi, c = row
+            key = (_at(labels, ti), _at(labels, pi))
+            if key in out.cells or isinstance(c, bool) or not isinstance(c, int) or c < 1:
+                msg = f"bad confusion cell in pane state: {row!r}"
+                raise StateError(msg)
+            out.cells[key] = c
+        out.loss = ExactSum.from_state(data["loss"])
+        out.scored = _nonneg_int(data["scored"])
+        out.auc = _unpack_counts(data["roc_auc"], 0, 2 * bins - 1, "ROC AUC")
+        n = sum(out.cells.values())
+        if not sum(out.auc.values()) <= out.scored <= n:
+            msg = "pane state: scored counts do not add up"
+            raise StateError(msg)
+        out._restore_delays(data, n)
+        return out
+
+
+class _RegSummary(_Summary):
+    """Exact regression sums and delays."""
+
+    __slots__ = ("reg",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reg = RegressionStats()
+
+    def merge(self, other: _RegSummary, sign: int = 1) -> None:
+        """Add (``sign=1``) or subtract (``sign=-1``) the counts of ``other``."""
+        self.reg.merge(other.reg, sign)
+        self._merge_delays(other, sign)
+
+    def to_state(self) -> dict[str, Any]:
+        """Plain data."""
+        return {**self.reg.to_state(), **self._delay_state()}
+
+    @classmethod
+    def from_state(cls, data: Mapping[str, Any]) -> _RegSummary:
+        """Rebuild from :meth:`to_state` output."""
+        out = cls()
+        out.reg = RegressionStats.from_state(data)
+        out._restore_delays(data, out.reg.count)
+        return out
+
+
+S = TypeVar("S", _ClsSummary, _RegSummary)
+
+
+class _PaneWindow(Generic[S]):
+    """A time window as panes (see :class:`WindowSpec`), with the running sum of its panes.
+
+    Adding an event touches its pane and ``total``; a pane that leaves the window is
+    subtracted from ``total`` (exactly: every count and sum is an integer), so a snapshot
+    costs O(histogram bins), whatever the event rate.
+    """
+
+    __slots__ = ("_make", "_p", "_span", "panes", "spec", "top", "total")
+
+    def __init__(self, spec: WindowSpec, make: type[S]) -> None:
+        self.spec = spec
+        self._make: type[S] = make
+        self._p = spec.panes or 1
+        self._span = spec.span_ms
+        self.panes: dict[int, S] = {}
+        self.top: int | None = None  # pane of the largest event time seen
+        self.total: S = make()
+
+    def slot(self, t: int) -> S | None:
+        """The pane to count an event at ``t`` in (panes that leave are evicted first).
+
+        None when that pane has already left the window. The caller (``push``) adds the
+        event to the pane and to ``total``.
+        """
+        idx = t * self._p // self._span
+        top = self.top
+        if top is None or idx > top:
+            self._advance(idx)
+        elif idx <= top - self._p:
+            return None
+        pane = self.panes.get(idx)
+        if pane is None:
+            pane = self.panes[idx] = self._make()
+        return pane
+
+    def _advance(self, idx: int) -> None:
+        old = self.top
+        self.top = idx
+        if old is None:
+            return
+        floor = idx - self._p  # panes <= floor leave; every live pane is > old - P
+        panes = self.panes
+        if floor >= old:
+            panes.clear()
+            self.total = self._make()
+            return
+        if floor - (old - self._p) < len(panes):
+            gone = [i for i in range(old - self._p + 1, floor + 1) if i in panes]
+        else:
+            gone = [i for i in panes if i <= floor]
+        for i in gone:
+            self.total.merge(panes.pop(i), -1)
+
+    def delay_summary(self) -> dict[str, Any]:
+        """Label-delay summary of the window: exact count, mean and max, sketched quantiles."""
+        total = self.total
+        panes = self.panes.values()
+        lo = min((p.delay_lo for p in panes), default=0)
+        hi = max((p.delay_hi for p in panes), default=0)
+        return _delay_summary(total.delays, total.n, total.delay_sum, lo, hi)
+
+    def restore(self, panes: Iterable[tuple[int, S]], top: int | None) -> None:
+        """Load panes saved from a window and rebuild ``total``."""
+        for idx, pane in panes:
+            if top is None or not top - self._p < idx <= top or idx in self.panes:
+                msg = f"pane window state: pane {idx!r} repeated or not in the window (top {top!r})"
+                raise StateError(msg)
+            self.panes[idx] = pane
+            self.total.merge(pane)
+        self.top = top
+
+
+class _ClsPaneWindow(_PaneWindow[_ClsSummary]):
+    """A classification time window."""
+
+    __slots__ = ()
+
+    def __init__(self, spec: WindowSpec) -> None:
+        super().__init__(spec, _ClsSummary)
+
+    def push(self, rec: _ClsRec, akey: int, dkey: int) -> None:
+        """Count a record (``akey``: its histogram key, < 0 without a score; ``dkey``: its
+        delay bucket) in its pane and the window's sum, unless its pane has left."""
+        pane = self.slot(rec[0])
+        if pane is None:
+            return
+        _, d, yt, yp, lm, le, loss, _, _ = rec
+        key = (yt, yp)
+        for summary in (pane, self.total):
+            cells = summary.cells
+            cells[key] = cells.get(key, 0) + 1
+            if loss is not None:
+                summary.loss.add_parts(lm, le)
+                summary.scored += 1
+                if akey >= 0:
+                    auc = summary.auc
+                    auc[akey] = auc.get(akey, 0) + 1
+            delays = summary.delays
+            delays[dkey] = delays.get(dkey, 0) + 1
+            summary.delay_sum += d
+            summary.n += 1
+        pane._bound_delay(d)
+
+
+class _RegPaneWindow(_PaneWindow[_RegSummary]):
+    """A regression time window."""
+
+    __slots__ = ()
+
+    def __init__(self, spec: WindowSpec) -> None:
+        super().__init__(spec, _RegSummary)
+
+    def push(self, rec: _RegRec, dkey: int) -> None:
+        """Count a record (``dkey``: its delay bucket) in its pane and the window's sum,
+        unless its pane has left."""
+        pane = self.slot(rec[0])
+        if pane is None:
+            return
+        d = rec[1]
+        for summary in (pane, self.total):
+            summary.reg.add_record(rec)
+            delays = summary.delays
+            delays[dkey] = delays.get(dkey, 0) + 1
+            summary.delay_sum += d
+            summary.n += 1
+        pane._bound_delay(d)
 
 
 # --------------------------------------------------------------------------- bundle
@@ -1123,6 +1588,10 @@ def _at(labels: Sequence[Label], i: object) -> Label:
     return labels[i]
 
 
+def _pane_index(data: Mapping[str, Any]) -> int:
+    return _int_field(data["pane"], "pane index") or 0
+
+
 def _int_field(value: object, what: str, allow_none: bool = False) -> int | None:
     if value is None and allow_none:
         return None
@@ -1140,7 +1609,8 @@ class MetricBundle:
     when at most two labels were ever seen and one is 1 (or 1.0), "1" or "true" (any case),
     else ``"macro"``. Log loss uses ``score`` (P(positive)) when given, else
     ``probabilities`` (keyed by ``str(label)``; a missing label has probability 0); ROC
-    AUC uses ``score`` only. Negative label delays (clock skew) count as 0.
+    AUC uses ``score`` only. Negative label delays (clock skew) count as 0. A bundle
+    pickles as its :meth:`to_state` data.
 
     >>> b = MetricBundle("classification", [parse_window("count:2")])
     >>> for yt, yp, s in [(1, 1, 0.9), (0, 1, 0.6), (0, 0, 0.2)]:
@@ -1150,6 +1620,11 @@ class MetricBundle:
     (0.5, 1.0)
     >>> snap["windows"]["last_2"]["confusion_matrix"]
     {'labels': [0, 1], 'matrix': [[1, 1], [0, 0]]}
+    >>> w = MetricBundle("regression", [parse_window("time:10s/10")])  # panes of 1 s
+    >>> for t in (500, 4_000, 10_000, 10_999):
+    ...     w.update(1.0, 0.0, event_time_ms=t, label_delay_ms=0)
+    >>> w.snapshot()["windows"]["10s/10"]["count"]  # panes 1..10 are in: t=500 has left
+    3
     """
 
     def __init__(
@@ -1188,11 +1663,18 @@ class MetricBundle:
         self._cls = ClassificationStats()
         self._auc = LogitHistogramAUC()
         self._cls_windows: list[tuple[_Window[_ClsRec], ClassificationStats]] = []
+        self._cls_panes: list[_ClsPaneWindow] = []
         # regression
         self._reg = RegressionStats()
         self._reg_windows: list[tuple[_Window[_RegRec], RegressionStats]] = []
+        self._reg_panes: list[_RegPaneWindow] = []
         for spec in specs:
-            if self._classification:
+            if spec.kind == "time":
+                if self._classification:
+                    self._cls_panes.append(_ClsPaneWindow(spec))
+                else:
+                    self._reg_panes.append(_RegPaneWindow(spec))
+            elif self._classification:
                 cs = ClassificationStats()
                 self._cls_windows.append((_Window(spec, cs), cs))
             else:
@@ -1247,15 +1729,26 @@ class MetricBundle:
         if self._classification:
             rec = self._cls_record(y_true, y_pred, score, probabilities, t, d)
             self._cls.add_record(rec)
+            akey = -1  # histogram key of the score: 2 * bin + is_positive
             if rec[7] is not None:
-                self._auc.add(rec[7], rec[8])
+                i = self._auc.bin(rec[7])
+                self._auc.add_bin(i, rec[8])
+                akey = 2 * i + rec[8]
             for cw, _ in self._cls_windows:
                 cw.push(rec)
+            if self._cls_panes:
+                dkey = _delay_key(d)
+                for pw in self._cls_panes:
+                    pw.push(rec, akey, dkey)
         else:
             rrec = _reg_record(t, d, _number(y_true), _number(y_pred))
             self._reg.add_record(rrec)
             for rw, _ in self._reg_windows:
                 rw.push(rrec)
+            if self._reg_panes:
+                dkey = _delay_key(d)
+                for qw in self._reg_panes:
+                    qw.push(rrec, dkey)
         self._count += 1
         if self._first is None or t < self._first:
             self._first = t
@@ -1338,9 +1831,102 @@ class MetricBundle:
                 return "binary", pos
         return "macro", None
 
+    def samples(self, window: str) -> int:
+        """Events in ``window`` (``"cumulative"`` or a window name); 0 for an unknown name."""
+        if window == "cumulative":
+            return self._count
+        for cw, _ in self._cls_windows:
+            if cw.spec.name == window:
+                return len(cw.events)
+        for rw, _ in self._reg_windows:
+            if rw.spec.name == window:
+                return len(rw.events)
+        for pw in self._cls_panes:
+            if pw.spec.name == window:
+                return pw.total.n
+        for qw in self._reg_panes:
+            if qw.spec.name == window:
+                return qw.total.n
+        return 0
+
+    def value(self, window: str, metric: str) -> float | None:
+        """One metric of one window, without building a whole snapshot.
+
+        Cheap (O(labels²) or O(1)) for every metric but ``roc_auc`` over a count window,
+        which sorts the window. ``label_delay_p95_ms`` is also accepted. None when undefined
+        or unknown.
+
+        >>> b = MetricBundle("classification", [parse_window("count:2")], positive_label=1)
+        >>> for yt, yp in [(1, 1), (0, 1), (0, 0)]:
+        ...     b.update(yt, yp, event_time_ms=0, label_delay_ms=5)
+        >>> b.value("cumulative", "precision"), b.value("last_2", "accuracy")
+        (0.5, 0.5)
+        >>> b.samples("last_2"), b.value("nope", "accuracy")
+        (2, None)
+        """
+        if metric == "label_delay_p95_ms":
+            if window == "cumulative":
+                return self._delay.quantile(0.95)
+            snap = self._window_snapshot(window)
+            return None if snap is None else snap["label_delay"].get("p95_ms")
+        if window == "cumulative":
+            if self._classification:
+                if metric == "roc_auc":
+                    return self._auc.value()
+                averaging, pos = self.averaging()
+                out = self._cls.metrics(averaging, pos).get(metric)
+            else:
+                out = self._reg.metrics().get(metric)
+            return out if isinstance(out, int | float) else None
+        if metric == "roc_auc" or not self._classification:
+            snap = self._window_snapshot(window)
+            out = None if snap is None else snap.get(metric)
+            return out if isinstance(out, int | float) else None
+        averaging, pos = self.averaging()
+        for cw, cs in self._cls_windows:
+            if cw.spec.name == window:
+                out = cs.metrics(averaging, pos).get(metric)
+                return out if isinstance(out, int | float) else None
+        for pw in self._cls_panes:
+            if pw.spec.name == window:
+                out = pw.total.stats().metrics(averaging, pos).get(metric)
+                return out if isinstance(out, int | float) else None
+        return None
+
+    def _window_snapshot(self, window: str) -> dict[str, Any] | None:
+        """The snapshot of one window (the part of :meth:`snapshot` for it)."""
+        if self._classification:
+            averaging, pos = self.averaging()
+            for cw, cs in self._cls_windows:
+                if cw.spec.name == window:
+                    out = cs.metrics(averaging, pos)
+                    out["roc_auc"] = roc_auc_exact(
+                        (r[7], r[8]) for r in cw.events if r[7] is not None
+                    )
+                    out["label_delay"] = _exact_delay_summary(r[1] for r in cw.events)
+                    return out
+            for pw in self._cls_panes:
+                if pw.spec.name == window:
+                    out = pw.total.stats().metrics(averaging, pos)
+                    out["roc_auc"] = _keyed_auc(pw.total.auc)
+                    out["label_delay"] = pw.delay_summary()
+                    return out
+            return None
+        for rw, rs in self._reg_windows:
+            if rw.spec.name == window:
+                out = rs.metrics()
+                out["label_delay"] = _exact_delay_summary(r[1] for r in rw.events)
+                return out
+        for qw in self._reg_panes:
+            if qw.spec.name == window:
+                out = qw.total.reg.metrics()
+                out["label_delay"] = qw.delay_summary()
+                return out
+        return None
+
     def snapshot(self) -> dict[str, Any]:
         """JSON-able metrics; undefined values are None."""
-        windows: dict[str, Any] = {}
+        outs: dict[str, dict[str, Any]] = {}
         cumulative: dict[str, Any]
         if self._classification:
             averaging, pos = self.averaging()
@@ -1350,13 +1936,23 @@ class MetricBundle:
                 out = cs.metrics(averaging, pos)
                 out["roc_auc"] = roc_auc_exact((r[7], r[8]) for r in cw.events if r[7] is not None)
                 out["label_delay"] = _exact_delay_summary(r[1] for r in cw.events)
-                windows[cw.spec.name] = out
+                outs[cw.spec.name] = out
+            for pw in self._cls_panes:
+                out = pw.total.stats().metrics(averaging, pos)
+                out["roc_auc"] = _keyed_auc(pw.total.auc)
+                out["label_delay"] = pw.delay_summary()
+                outs[pw.spec.name] = out
         else:
             cumulative = self._reg.metrics()
             for rw, rs in self._reg_windows:
                 out = rs.metrics()
                 out["label_delay"] = _exact_delay_summary(r[1] for r in rw.events)
-                windows[rw.spec.name] = out
+                outs[rw.spec.name] = out
+            for qw in self._reg_panes:
+                out = qw.total.reg.metrics()
+                out["label_delay"] = qw.delay_summary()
+                outs[qw.spec.name] = out
+        windows = {spec.name: outs[spec.name] for spec in self.window_specs}
         return {
             "task": self.task,
             "count": self._count,
@@ -1384,6 +1980,7 @@ class MetricBundle:
             "last_event_time_ms": self._last,
             "label_delay": self._delay.to_state(),
         }
+        saved: dict[str, dict[str, Any]] = {}
         if self._classification:
             state["labels"] = [_tag(label) for label in labels]
             state["cumulative"] = {
@@ -1392,32 +1989,37 @@ class MetricBundle:
                 "scored": self._cls._n_loss,
                 "roc_auc": self._auc.to_state(),
             }
-            state["window_events"] = [
-                {
-                    "max_time_ms": cw.max_time,
+            for cw, _ in self._cls_windows:
+                saved[cw.spec.name] = {
                     "events": [
                         [r[0], r[1], index[r[2]], index[r[3]], r[6], r[7]] for r in cw.events
-                    ],
+                    ]
                 }
-                for cw, _ in self._cls_windows
-            ]
+            for pw in self._cls_panes:
+                saved[pw.spec.name] = {
+                    "top_pane": pw.top,
+                    "panes": [{"pane": i, **pw.panes[i].to_state(index)} for i in sorted(pw.panes)],
+                }
         else:
-            reg = self._reg
-            state["cumulative"] = {
-                "n": reg._n,
-                "sum_y": reg._sy.to_state(),
-                "sum_y2": reg._syy.to_state(),
-                "sum_abs": reg._sabs.to_state(),
-                "sum_sq": reg._ssq.to_state(),
-            }
-            state["window_events"] = [
-                {
-                    "max_time_ms": rw.max_time,
-                    "events": [[r[0], r[1], r[2], r[3]] for r in rw.events],
+            state["cumulative"] = self._reg.to_state()
+            for rw, _ in self._reg_windows:
+                saved[rw.spec.name] = {"events": [[r[0], r[1], r[2], r[3]] for r in rw.events]}
+            for qw in self._reg_panes:
+                saved[qw.spec.name] = {
+                    "top_pane": qw.top,
+                    "panes": [{"pane": i, **qw.panes[i].to_state()} for i in sorted(qw.panes)],
                 }
-                for rw, _ in self._reg_windows
-            ]
+        state["window_state"] = [saved[spec.name] for spec in self.window_specs]
         return state
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickle as :meth:`to_state` data, unpickle through :meth:`from_state`."""
+        return (type(self).from_state, (self.to_state(),))
+
+    def __setstate__(self, state: object) -> None:
+        """Only reached by a pickle of an older layout (this class pickles as its state)."""
+        msg = "metrics bundle pickled with an older layout; rebuild it from its events"
+        raise StateError(msg)
 
     @classmethod
     def from_state(cls, state: Mapping[str, Any]) -> MetricBundle:
@@ -1448,10 +2050,11 @@ class MetricBundle:
         out._first = _int_field(state["first_event_time_ms"], "first time", allow_none=True)
         out._last = _int_field(state["last_event_time_ms"], "last time", allow_none=True)
         out._delay = LabelDelayStats.from_state(state["label_delay"])
-        saved = state["window_events"]
+        saved = state["window_state"]
         if not isinstance(saved, list) or len(saved) != len(specs):
-            msg = "metrics state has window events that do not match its windows"
+            msg = "metrics state has window state that does not match its windows"
             raise StateError(msg)
+        by_name = {spec.name: data for spec, data in zip(specs, saved, strict=True)}
         cum = state["cumulative"]
         if out._classification:
             labels = [out._label(_untag(v), "label") for v in state["labels"]]
@@ -1463,21 +2066,29 @@ class MetricBundle:
                 cm.add_count(_at(labels, ti), _at(labels, pi), c)
             out._cls._loss = ExactSum.from_state(cum["loss"])
             out._cls._n_loss = _int_field(cum["scored"], "scored count") or 0
+            layout = out._auc.layout
             out._auc = LogitHistogramAUC.from_state(cum["roc_auc"])
-            for (cw, _), data in zip(out._cls_windows, saved, strict=True):
+            if out._auc.layout != layout:
+                msg = f"metrics state has a ROC AUC histogram layout {out._auc.layout!r}"
+                raise StateError(msg)
+            for cw, _ in out._cls_windows:
                 recs = [
                     out._restore_cls(_at(labels, ti), _at(labels, pi), t, d, loss, score)
-                    for t, d, ti, pi, loss, score in data["events"]
+                    for t, d, ti, pi, loss, score in by_name[cw.spec.name]["events"]
                 ]
-                cw.restore(recs, _int_field(data["max_time_ms"], "max time", allow_none=True))
+                cw.restore(recs)
+            for pw in out._cls_panes:
+                data = by_name[pw.spec.name]
+                pw.restore(
+                    (
+                        (_pane_index(p), _ClsSummary.from_state(p, labels, layout[0]))
+                        for p in data["panes"]
+                    ),
+                    _int_field(data["top_pane"], "top pane", allow_none=True),
+                )
         else:
-            reg = out._reg
-            reg._n = _int_field(cum["n"], "regression count") or 0
-            reg._sy = ExactSum.from_state(cum["sum_y"])
-            reg._syy = ExactSum.from_state(cum["sum_y2"])
-            reg._sabs = ExactSum.from_state(cum["sum_abs"])
-            reg._ssq = ExactSum.from_state(cum["sum_sq"])
-            for (rw, _), data in zip(out._reg_windows, saved, strict=True):
+            out._reg = RegressionStats.from_state(cum)
+            for rw, _ in out._reg_windows:
                 rrecs = [
                     _reg_record(
                         _int_field(t, "time") or 0,
@@ -1485,9 +2096,15 @@ class MetricBundle:
                         _number(y),
                         _number(yh),
                     )
-                    for t, d, y, yh in data["events"]
+                    for t, d, y, yh in by_name[rw.spec.name]["events"]
                 ]
-                rw.restore(rrecs, _int_field(data["max_time_ms"], "max time", allow_none=True))
+                rw.restore(rrecs)
+            for qw in out._reg_panes:
+                data = by_name[qw.spec.name]
+                qw.restore(
+                    ((_pane_index(p), _RegSummary.from_state(p)) for p in data["panes"]),
+                    _int_field(data["top_pane"], "top pane", allow_none=True),
+                )
         out._check_restored()
         return out
 
@@ -1497,8 +2114,11 @@ class MetricBundle:
             msg = "metrics state counts disagree"
             raise StateError(msg)
         windows: list[tuple[WindowSpec, int]] = [
-            (w.spec, len(w.events)) for w, _ in self._cls_windows
-        ] + [(w.spec, len(w.events)) for w, _ in self._reg_windows]
+            *((w.spec, len(w.events)) for w, _ in self._cls_windows),
+            *((w.spec, len(w.events)) for w, _ in self._reg_windows),
+            *((p.spec, p.total.n) for p in self._cls_panes),
+            *((p.spec, p.total.n) for p in self._reg_panes),
+        ]
         for spec, n in windows:
             if n > self._count or (spec.kind == "count" and n > (spec.size or 0)):
                 msg = f"metrics state holds too many events for window {spec.name!r}"

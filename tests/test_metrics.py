@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import math
+import pickle
+import time
 from typing import Any
 
 import numpy as np
@@ -134,10 +136,23 @@ def multiclass_events(n: int, seed: int, classes: list[Any]) -> list[dict[str, A
         ("time:30", WindowSpec(name="30", kind="time", seconds=30.0)),
         (" Count:5 ", WindowSpec(name="last_5", kind="count", size=5)),
         ("recent=count:50", WindowSpec(name="recent", kind="count", size=50)),
+        ("time:1h", WindowSpec(name="1h", kind="time", seconds=3600.0, panes=60)),
+        ("time:1h/12", WindowSpec(name="1h/12", kind="time", seconds=3600.0, panes=12)),
+        ("hour=time:1h/1", WindowSpec(name="hour", kind="time", seconds=3600.0, panes=1)),
+        ("time:2s/2000", WindowSpec(name="2s/2000", kind="time", seconds=2.0, panes=2000)),
+        ("time:0.01s", WindowSpec(name="0.01s", kind="time", seconds=0.01, panes=10)),
     ],
 )
 def test_parse_window(text: str, expected: WindowSpec) -> None:
-    assert parse_window(text) == expected
+    spec = parse_window(text)
+    assert spec == expected
+    assert WindowSpec.from_dict(json_round_trip(spec.to_dict())) == spec
+
+
+def test_time_window_spec_default_panes() -> None:
+    assert WindowSpec(name="w", kind="time", seconds=3600).panes == 60
+    assert WindowSpec(name="w", kind="time", seconds=0.002).panes == 2  # panes of >= 1 ms
+    assert WindowSpec(name="w", kind="count", size=3).panes is None
 
 
 def test_parse_window_explicit_name_wins() -> None:
@@ -159,12 +174,35 @@ def test_parse_window_explicit_name_wins() -> None:
         "hours:1",
         "1000",
         "",
+        "time:/5",
+        "time:1h/12/3",
+        "count:10/2",
     ],
 )
 def test_parse_window_rejects_bad_specs(text: str) -> None:
     with pytest.raises(ConfigError) as exc_info:
         parse_window(text)
     assert repr(text) in str(exc_info.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "bad"),
+    [
+        ("time:1h/0", "got 0"),
+        ("time:1h/x", "got 'x'"),
+        ("time:1h/", "got ''"),
+        ("time:1h/-3", "got '-3'"),
+        ("time:1h/1.5", "got '1.5'"),
+        ("time:1h/10001", "got 10001"),
+        ("time:0.01s/60", "60 panes"),  # panes of 1/6 ms
+    ],
+)
+def test_parse_window_rejects_bad_panes_naming_them(text: str, bad: str) -> None:
+    with pytest.raises(ConfigError) as exc_info:
+        parse_window(text)
+    message = str(exc_info.value)
+    assert repr(text) in message
+    assert bad in message
 
 
 @pytest.mark.parametrize(
@@ -178,6 +216,12 @@ def test_parse_window_rejects_bad_specs(text: str) -> None:
         {"name": "w", "kind": "time", "seconds": math.inf},
         {"name": "w", "kind": "time", "seconds": 10.0, "size": 3},
         {"name": "w", "kind": "sliding", "size": 3},
+        {"name": "w", "kind": "count", "size": 5, "panes": 5},
+        {"name": "w", "kind": "time", "seconds": 10.0, "panes": 0},
+        {"name": "w", "kind": "time", "seconds": 10.0, "panes": True},
+        {"name": "w", "kind": "time", "seconds": 10.0, "panes": 2.0},
+        {"name": "w", "kind": "time", "seconds": 3600.0, "panes": 10_001},
+        {"name": "w", "kind": "time", "seconds": 0.005, "panes": 10},
     ],
 )
 def test_window_spec_validation(kwargs: dict[str, Any]) -> None:
@@ -213,62 +257,226 @@ def test_count_window_keeps_last_n() -> None:
     assert win["label_delay"]["median_ms"] == 30.0
 
 
-def test_time_window_eviction_and_late_events() -> None:
-    b = MetricBundle("regression", [WindowSpec(name="10s", kind="time", seconds=10)])
-    for t, y in [(0, 1.0), (4_000, 2.0), (10_000, 3.0)]:
-        b.update(y, 0.0, event_time_ms=t, label_delay_ms=0)
-    # all within [max - 10s, max]: the boundary event at exactly max - T stays
-    assert b.snapshot()["windows"]["10s"]["count"] == 3
-    b.update(4.0, 0.0, event_time_ms=12_000, label_delay_ms=0)  # cutoff 2000 evicts t=0
-    win = b.snapshot()["windows"]["10s"]
-    assert win["count"] == 3
-    assert win["mae"] == pytest.approx(mean_absolute_error([2.0, 3.0, 4.0], [0, 0, 0]))
-    b.update(5.0, 0.0, event_time_ms=1_000, label_delay_ms=0)  # too late when it arrives
-    assert b.snapshot()["windows"]["10s"]["count"] == 3
-    assert b.snapshot()["count"] == 5
-    b.update(6.0, 0.0, event_time_ms=9_000, label_delay_ms=0)  # out of order, inside
-    assert b.snapshot()["windows"]["10s"]["count"] == 4
-    b.update(7.0, 0.0, event_time_ms=15_000, label_delay_ms=0)  # cutoff 5000: evict t=4000
-    win = b.snapshot()["windows"]["10s"]
+def covered(events: list[dict[str, Any]], spec: WindowSpec) -> list[dict[str, Any]]:
+    """Brute force: the events whose pane is among the last ``panes`` panes of the newest."""
+    p, span = spec.panes, spec.span_ms
+    assert p is not None
+    top = max(e["t"] * p // span for e in events)
+    return [e for e in events if e["t"] * p // span > top - p]
+
+
+def expected_delays(delays: list[int]) -> dict[str, Any]:
+    stats = LabelDelayStats()
+    for d in delays:
+        stats.add(d)
+    return stats.summary()
+
+
+def test_time_window_pane_boundaries_and_late_events() -> None:
+    spec = parse_window("time:10s/10")  # panes of 1000 ms: pane = t // 1000
+    assert spec.name == "10s/10"
+    b = MetricBundle("regression", [spec])
+    seen: list[tuple[int, float]] = []
+
+    def add(t: int, y: float, delay: int = 0) -> dict[str, Any]:
+        b.update(y, 0.0, event_time_ms=t, label_delay_ms=delay)
+        seen.append((t, y))
+        win: dict[str, Any] = b.snapshot()["windows"]["10s/10"]
+        return win
+
+    add(0, 1.0, delay=900)
+    add(999, 2.0)
+    add(1_000, 3.0)
+    win = add(9_999, 4.0)  # pane 9: panes 0..9 are in
     assert win["count"] == 4
-    assert win["mae"] == pytest.approx(np.mean([3.0, 4.0, 6.0, 7.0]))
-    # the documented approximation: an out-of-order event behind a newer one waits
-    b.update(8.0, 0.0, event_time_ms=30_000, label_delay_ms=0)  # cutoff 20000
-    assert b.snapshot()["windows"]["10s"]["count"] == 1
+    assert win["label_delay"]["max_ms"] == 900
+    win = add(10_000, 5.0)  # pane 10: pane 0 (t=0 and t=999) leaves
+    assert win["count"] == 3
+    assert win["mae"] == pytest.approx(np.mean([3.0, 4.0, 5.0]), abs=TOL)
+    assert win["label_delay"]["max_ms"] == 0  # the 900 ms delay left with its pane
+    assert add(10_999, 6.0)["count"] == 4  # same pane
+    win = add(500, 7.0)  # late, for pane 0 that has left: not added
+    assert win["count"] == 4
+    assert b.snapshot()["count"] == 7  # but counted cumulatively
+    assert b.snapshot()["cumulative"]["mae"] == pytest.approx(np.mean([y for _, y in seen]))
+    win = add(1_500, 8.0)  # late, for pane 1 still in: added
+    assert win["count"] == 5
+    assert win["mae"] == pytest.approx(np.mean([3.0, 4.0, 5.0, 6.0, 8.0]), abs=TOL)
+    win = add(11_000, 9.0)  # pane 11: pane 1 (t=1000 and t=1500) leaves
+    assert win["count"] == 4
+    assert win["mae"] == pytest.approx(np.mean([4.0, 5.0, 6.0, 9.0]), abs=TOL)
+    win = add(100_000, 10.0)  # far ahead: every pane leaves
+    assert win["count"] == 1
+    assert win["mae"] == 10.0
+    assert win["r2"] is None
+    win = add(91_000, 11.0)  # late, for pane 91: panes 91..100 are in
+    assert win["count"] == 2
+    assert add(90_999, 12.0)["count"] == 2  # pane 90 has left
     snap = b.snapshot()
     assert snap["first_event_time_ms"] == 0
-    assert snap["last_event_time_ms"] == 30_000
+    assert snap["last_event_time_ms"] == 100_000
+    assert snap["count"] == len(seen)
 
 
-def test_time_window_out_of_order_event_waits_for_front() -> None:
-    b = MetricBundle("regression", [WindowSpec(name="w", kind="time", seconds=10)])
-    for t in (10_000, 3_000, 12_000):  # 3000 is within [0, 10000] on arrival
-        b.update(1.0, 0.0, event_time_ms=t, label_delay_ms=0)
-    # max 12000, cutoff 2000: nothing is older at the front, all three stay
-    assert b.snapshot()["windows"]["w"]["count"] == 3
-    b.update(1.0, 0.0, event_time_ms=21_000, label_delay_ms=0)  # cutoff 11000
-    # front (10000) is evicted, then 3000, then 12000 stays
-    assert b.snapshot()["windows"]["w"]["count"] == 2
+def test_time_window_default_panes_cover_between_t_minus_pane_and_t() -> None:
+    spec = parse_window("time:1h")
+    assert (spec.panes, spec.span_ms) == (60, 3_600_000)
+    b = MetricBundle("classification", [spec])
+    minute = 60_000
+    for t in (0, 59_999, 60_000, 60 * minute - 1, 60 * minute, 61 * minute - 1):
+        b.update(1, 1, event_time_ms=t, label_delay_ms=0)
+    # top pane 60 (t in [60 min, 61 min)): panes 1..60 are in, pane 0 has left
+    assert b.snapshot()["windows"]["1h"]["count"] == 4
 
 
-def test_time_window_in_order_stream_is_exact() -> None:
-    events = binary_events(800, seed=18)  # non-decreasing times, many ties
-    span_ms = 3_000
-    b = MetricBundle("classification", [WindowSpec(name="3s", kind="time", seconds=3)])
+def _out_of_order(events: list[dict[str, Any]], seed: int, jitter_ms: int) -> None:
+    rng = np.random.default_rng(seed)
+    for ev, shift in zip(events, rng.integers(-jitter_ms, 1, len(events)).tolist(), strict=True):
+        ev["t"] += shift
+
+
+@pytest.mark.filterwarnings("ignore:A single label was found")
+@pytest.mark.parametrize("window", ["time:3s", "time:2s/7", "time:1.5s/1"])
+def test_time_window_matches_brute_force_over_covered_panes(window: str) -> None:
+    events = binary_events(1500, seed=18)
+    _out_of_order(events, seed=19, jitter_ms=4000)  # some arrive after their pane left
     for i, ev in enumerate(events):
-        feed(b, [ev])
-        if i % 97 and i != len(events) - 1:
-            continue
-        part = [e for e in events[: i + 1] if e["t"] >= ev["t"] - span_ms]
-        win = b.snapshot()["windows"]["3s"]
+        if i % 13 == 0:
+            del ev["score"]  # unscored
+    spec = parse_window(window)
+    b = MetricBundle("classification", [spec], positive_label=1)
+    p = spec.panes or 0
+    panes = [e["t"] * p // spec.span_ms for e in events]
+    dropped = sum(1 for i in range(1, len(panes)) if panes[i] <= max(panes[:i]) - p)
+    assert dropped > 10  # late events whose pane had left: never added
+    for stop in (1, 40, 333, 777, 1000, 1234, 1500):
+        feed(b, events[b.count : stop])
+        win = b.snapshot()["windows"][spec.name]
+        part = covered(events[:stop], spec)
         assert win["count"] == len(part)
         y_true = [e["y_true"] for e in part]
         y_pred = [e["y_pred"] for e in part]
-        assert_matches(win, {"accuracy": accuracy_score(y_true, y_pred)})
-        expected_ll = log_loss(
-            [e["y_true"] == 1 for e in part], [e["score"] for e in part], labels=[False, True]
+        assert_matches(win, sk_cls_metrics(y_true, y_pred, 1))
+        labels = sorted(set(y_true) | set(y_pred))
+        assert win["confusion_matrix"] == {
+            "labels": labels,
+            "matrix": confusion_matrix(y_true, y_pred, labels=labels).tolist(),
+        }
+        scored = [e for e in part if "score" in e]
+        assert (win["scored_count"], win["unscored_count"]) == (
+            len(scored),
+            len(part) - len(scored),
         )
-        assert win["log_loss"] == pytest.approx(expected_ll, abs=TOL, rel=0)
+        is_pos = [e["y_true"] == 1 for e in scored]
+        scores = [e["score"] for e in scored]
+        if scored:
+            expected_ll = log_loss(is_pos, scores, labels=[False, True])
+            assert win["log_loss"] == pytest.approx(expected_ll, abs=TOL, rel=0)
+        else:
+            assert win["log_loss"] is None
+        hist = LogitHistogramAUC()  # the window's AUC is this histogram's, exactly
+        for yi, si in zip(is_pos, scores, strict=True):
+            hist.add(si, yi)
+        assert win["roc_auc"] == hist.value()
+        if len(set(is_pos)) == 2:
+            assert win["roc_auc"] == pytest.approx(roc_auc_score(is_pos, scores), abs=2e-3)
+        else:
+            assert win["roc_auc"] is None
+        delays = [e["delay"] for e in part]
+        assert win["label_delay"] == expected_delays(delays)
+        assert win["label_delay"]["mean_ms"] == pytest.approx(np.mean(delays), rel=1e-12)
+        assert win["label_delay"]["max_ms"] == max(delays)
+        exact_median = float(np.quantile(delays, 0.5, method="lower"))
+        assert abs(win["label_delay"]["median_ms"] - exact_median) <= 0.01 * exact_median + 1e-9
+    assert b.snapshot()["windows"][spec.name]["count"] < len(events) / 2
+
+
+@pytest.mark.filterwarnings("ignore:The y_prob values do not sum to one")
+def test_time_window_multiclass_matches_brute_force() -> None:
+    events = multiclass_events(600, seed=20, classes=["cat", "dog", "eel"])  # 1 s apart
+    _out_of_order(events, seed=21, jitter_ms=30_000)
+    spec = parse_window("time:2m/8")
+    b = MetricBundle("classification", [spec])
+    for stop in (50, 300, 600):
+        feed(b, events[b.count : stop])
+        win = b.snapshot()["windows"][spec.name]
+        part = covered(events[:stop], spec)
+        assert win["count"] == len(part)
+        assert len(part) < stop or stop == 50
+        y_true = [e["y_true"] for e in part]
+        y_pred = [e["y_pred"] for e in part]
+        assert win["averaging"] == "macro"
+        assert_matches(win, sk_cls_metrics(y_true, y_pred, None))
+        proba = [[e["probabilities"][c] for c in ("cat", "dog", "eel")] for e in part]
+        expected = log_loss(y_true, proba, labels=["cat", "dog", "eel"])
+        assert win["log_loss"] == pytest.approx(expected, abs=TOL, rel=0)
+        assert win["roc_auc"] is None
+
+
+@pytest.mark.parametrize("offset", [0.0, 1e6])
+def test_time_window_regression_matches_brute_force(offset: float) -> None:
+    events = regression_events(2000, seed=22, offset=offset)  # 10 ms apart
+    _out_of_order(events, seed=23, jitter_ms=400)
+    spec = parse_window("time:3s/12")
+    b = MetricBundle("regression", [spec])
+    for stop in (3, 250, 301, 1200, 2000):
+        feed(b, events[b.count : stop])
+        win = b.snapshot()["windows"][spec.name]
+        part = covered(events[:stop], spec)
+        assert win["count"] == len(part)
+        y = [e["y_true"] for e in part]
+        yhat = [e["y_pred"] for e in part]
+        assert win["mae"] == pytest.approx(mean_absolute_error(y, yhat), abs=TOL, rel=0)
+        assert win["rmse"] == pytest.approx(root_mean_squared_error(y, yhat), abs=TOL, rel=0)
+        assert win["r2"] == pytest.approx(r2_score(y, yhat), abs=TOL, rel=0)
+        assert win["label_delay"] == expected_delays([e["delay"] for e in part])
+
+
+def test_time_window_after_huge_values_leave_is_exact() -> None:
+    # huge values pass through the window's panes; after they leave, small ones are exact
+    b = MetricBundle("regression", [parse_window("time:1s/4")])
+    rng = np.random.default_rng(24)
+    for i, v in enumerate(rng.normal(0, 1e12, 300).tolist()):
+        b.update(v, v + 1e9, event_time_ms=i, label_delay_ms=0)
+    small = rng.normal(1e-3, 1e-6, 50).tolist()
+    pred = [v + 1e-7 for v in small]
+    for i, (v, p) in enumerate(zip(small, pred, strict=True)):
+        b.update(v, p, event_time_ms=10_000 + i, label_delay_ms=0)
+    win = b.snapshot()["windows"]["1s/4"]
+    assert win["count"] == 50
+    assert win["mae"] == pytest.approx(mean_absolute_error(small, pred), rel=1e-12)
+    assert win["r2"] == pytest.approx(r2_score(small, pred), abs=1e-9)
+
+
+def test_time_window_state_and_snapshot_do_not_grow_with_events() -> None:
+    n, hours = 200_000, 10
+    rng = np.random.default_rng(25)
+    is_pos = rng.random(n) < 0.35
+    scores = np.where(is_pos, rng.beta(3, 2, n), rng.beta(2, 3, n)).tolist()
+    y = is_pos.astype(int).tolist()
+    pred = (np.asarray(scores) > 0.5).astype(int).tolist()
+    times = (1_700_000_000_000 + np.sort(rng.integers(0, hours * 3_600_000, n))).tolist()
+    delays = rng.integers(0, 600_000, n).tolist()
+    b = MetricBundle("classification", [parse_window("time:1h")], positive_label=1)
+    sizes = []
+    for i in range(n):
+        b.update(y[i], pred[i], score=scores[i], event_time_ms=times[i], label_delay_ms=delays[i])
+        if i + 1 in (n // 2, n):
+            sizes.append(len(json.dumps(b.to_state())))
+    assert sizes[1] < 1_000_000
+    assert sizes[1] < 1.2 * sizes[0]  # 5 hours more of events, about the same state
+    assert len(pickle.dumps(b)) < 1_000_000
+    elapsed = []
+    for _ in range(5):
+        start = time.perf_counter()
+        snap = b.snapshot()
+        elapsed.append(time.perf_counter() - start)
+    assert min(elapsed) < 0.020
+    win = snap["windows"]["1h"]
+    spec = parse_window("time:1h")
+    in_window = sum(1 for t in times if t // 60_000 > times[-1] // 60_000 - spec.panes)
+    assert win["count"] == in_window
+    assert 0.6 < win["roc_auc"] < 0.9
 
 
 # --------------------------------------------------------------------------- classification
@@ -382,16 +590,23 @@ def test_degenerate_no_positive_predictions() -> None:
 
 
 def test_empty_bundle_snapshot_is_all_none() -> None:
-    snap = MetricBundle("classification", [parse_window("count:3")]).snapshot()
+    windows = [parse_window("count:3"), parse_window("time:1h")]
+    snap = MetricBundle("classification", windows).snapshot()
     json.dumps(snap, allow_nan=False)
-    for scope in (snap["cumulative"], snap["windows"]["last_3"]):
+    for scope in (snap["cumulative"], snap["windows"]["last_3"], snap["windows"]["1h"]):
         for name in ("accuracy", "precision", "recall", "f1", "log_loss", "roc_auc"):
             assert scope[name] is None
         assert scope["count"] == 0
-    assert snap["label_delay"]["median_ms"] is None
+    for delays in (snap["label_delay"], snap["windows"]["1h"]["label_delay"]):
+        assert delays["median_ms"] is None
     assert snap["first_event_time_ms"] is None
-    reg = MetricBundle("regression").snapshot()["cumulative"]
-    assert (reg["mae"], reg["rmse"], reg["r2"]) == (None, None, None)
+    reg = MetricBundle("regression", windows).snapshot()
+    for scope in (reg["cumulative"], reg["windows"]["1h"]):
+        assert (scope["mae"], scope["rmse"], scope["r2"]) == (None, None, None)
+    for task in ("classification", "regression"):
+        empty = MetricBundle(task, windows)
+        restored = MetricBundle.from_state(json_round_trip(empty.to_state()))
+        assert restored.snapshot() == empty.snapshot()
 
 
 @pytest.mark.parametrize(
@@ -756,7 +971,7 @@ def _mixed_classification_events(n: int, seed: int) -> list[dict[str, Any]]:
     return events
 
 
-SPECS = ["count:50", "count:300", "fast=time:2s", "time:1m"]
+SPECS = ["count:50", "count:300", "fast=time:2s", "time:1m", "coarse=time:5s/5"]
 
 
 @pytest.mark.parametrize(
@@ -770,20 +985,33 @@ SPECS = ["count:50", "count:300", "fast=time:2s", "time:1m"]
 )
 def test_state_round_trip_through_json_is_exact(task: Any, make_events: Any, positive: Any) -> None:
     events = make_events()
+    for ev in events[::37]:
+        ev["t"] -= 6_000  # late enough to miss the panes of "fast" and "coarse"
     original = MetricBundle(task, [parse_window(s) for s in SPECS], positive)
     feed(original, events[:500])
-    blob = json.dumps(original.to_state(), allow_nan=False)
+    state = original.to_state()
+    assert [list(w) for w in state["window_state"]] == [["events"]] * 2 + [
+        ["top_pane", "panes"]
+    ] * 3
+    blob = json.dumps(state, allow_nan=False)
     restored = MetricBundle.from_state(json.loads(blob))
-    assert json.dumps(restored.to_state(), allow_nan=False) == blob
-    assert restored.snapshot() == original.snapshot()
+    unpickled = pickle.loads(pickle.dumps(original))
+    for other in (restored, unpickled):
+        assert json.dumps(other.to_state(), allow_nan=False) == blob
+        assert other.snapshot() == original.snapshot()
     for stop in (501, 650, 900):
-        feed(original, events[original.count : stop])
-        feed(restored, events[restored.count : stop])
-        assert json.dumps(restored.snapshot()) == json.dumps(original.snapshot())
-    assert json.dumps(restored.to_state()) == json.dumps(original.to_state())
+        for bundle in (original, restored, unpickled):
+            feed(bundle, events[bundle.count : stop])
+        expected = json.dumps(original.snapshot())
+        assert json.dumps(restored.snapshot()) == expected
+        assert json.dumps(unpickled.snapshot()) == expected
+    expected = json.dumps(original.to_state())
+    assert json.dumps(restored.to_state()) == expected
+    assert json.dumps(unpickled.to_state()) == expected
     snap = original.snapshot()
-    assert set(snap["windows"]) == {"last_50", "last_300", "fast", "1m"}
-    assert 0 < snap["windows"]["fast"]["count"] < snap["count"]
+    assert set(snap["windows"]) == {"last_50", "last_300", "fast", "1m", "coarse"}
+    for name in ("fast", "coarse"):
+        assert 0 < snap["windows"][name]["count"] < snap["count"]
 
 
 @pytest.mark.parametrize(
@@ -793,26 +1021,86 @@ def test_state_round_trip_through_json_is_exact(task: Any, make_events: Any, pos
         lambda s: s.update(version=99),
         lambda s: s.update(task="ranking"),
         lambda s: s.update(windows=[{"name": "w", "kind": "count", "size": 0}]),
-        lambda s: s.update(window_events=[]),
+        lambda s: s.update(window_state=[]),
         lambda s: s["cumulative"].update(confusion=[[0, 5, 1]]),
         lambda s: s["cumulative"].update(confusion=[[0, 0, -1]]),
         lambda s: s["cumulative"].update(loss=["zz", 0]),
         lambda s: s.update(labels=[["x", 1]]),
         lambda s: s["label_delay"].update(count=-1),
-        lambda s: s["window_events"][0].update(events=[[0, 0, 0, 0, "bad", None]]),
+        lambda s: s["window_state"][0].update(events=[[0, 0, 0, 0, "bad", None]]),
         lambda s: s.pop("cumulative"),
         lambda s: s.update(count=999),
-        lambda s: s["window_events"][0]["events"].extend(s["window_events"][0]["events"]),
+        lambda s: s["window_state"][0]["events"].extend(s["window_state"][0]["events"]),
         lambda s: s["cumulative"].update(loss=["1", -(10**6)]),
+        lambda s: s.update(version=1),  # events of time windows: not this layout
+        lambda s: s["cumulative"]["roc_auc"].update(bins=2**15),
+        # time window ("time:0.3s/3", panes of 100 ms)
+        lambda s: s["windows"][1].update(panes=0),
+        lambda s: s["window_state"][1].update(top_pane=None),
+        lambda s: s["window_state"][1].update(top_pane=s["window_state"][1]["top_pane"] + 3),
+        lambda s: s["window_state"][1]["panes"].append(s["window_state"][1]["panes"][0]),
+        lambda s: _pane(s).update(pane=_pane(s)["pane"] - 3),
+        lambda s: _pane(s).update(pane=str(_pane(s)["pane"])),
+        lambda s: _pane(s).update(confusion=[[0, 0, 0]]),
+        lambda s: _pane(s).update(confusion=[[0, 9, 1]]),
+        lambda s: _pane(s)["confusion"].append(_pane(s)["confusion"][0]),
+        lambda s: _pane(s).update(loss=["zz", 0]),
+        lambda s: _pane(s).update(scored=10**6),
+        lambda s: _pane(s).update(roc_auc=[*_pane(s)["roc_auc"], 0, 1]),  # a key twice
+        lambda s: _pane(s).update(roc_auc=[2**15, 1]),  # beyond the bins
+        lambda s: _pane(s).update(roc_auc=[5, 0]),
+        lambda s: _pane(s).update(roc_auc=[5]),
+        lambda s: _pane(s).update(delays=[]),
+        lambda s: _pane(s).update(delays=[-2, _pane(s)["delays"][1], *_pane(s)["delays"][2:]]),
+        lambda s: _pane(s).update(delay_min=10**9),
+        lambda s: _pane(s).update(delay_sum=-1),
+        lambda s: _pane(s).update(delay_sum=10**12),
+        lambda s: _pane(s).pop("delays"),
     ],
 )
 def test_from_state_rejects_bad_state(mutate: Any) -> None:
-    b = MetricBundle("classification", [parse_window("count:5")])
+    b = MetricBundle("classification", [parse_window("count:5"), parse_window("time:0.3s/3")])
     feed(b, binary_events(20, seed=17))
     state = json_round_trip(b.to_state())
+    MetricBundle.from_state(json_round_trip(state))  # restores before the mutation
     mutate(state)
     with pytest.raises(StateError):
         MetricBundle.from_state(state)
+
+
+def _pane(state: dict[str, Any]) -> dict[str, Any]:
+    panes: list[dict[str, Any]] = state["window_state"][1]["panes"]
+    assert len(panes) >= 2
+    return panes[0]
+
+
+@pytest.mark.parametrize(
+    "mutate",
+    [
+        lambda s: _pane(s).update(n=_pane(s)["n"] + 1),  # delays no longer add up
+        lambda s: _pane(s).update(sum_abs=["1", 1]),
+        lambda s: _pane(s).update(n=-1),
+    ],
+)
+def test_from_state_rejects_bad_regression_panes(mutate: Any) -> None:
+    b = MetricBundle("regression", [parse_window("count:5"), parse_window("time:0.3s/3")])
+    feed(b, regression_events(50, seed=17, offset=0.0))
+    state = json_round_trip(b.to_state())
+    MetricBundle.from_state(json_round_trip(state))
+    mutate(state)
+    with pytest.raises(StateError):
+        MetricBundle.from_state(state)
+
+
+def test_pickle_of_an_older_layout_is_refused() -> None:
+    b = MetricBundle("classification", [parse_window("time:1m")])
+    b.update(1, 1, score=0.5, event_time_ms=0, label_delay_ms=0)
+    assert pickle.loads(pickle.dumps(b)).to_state() == b.to_state()
+    # a bundle pickled before it pickled as its state unpickles as a new object whose
+    # attributes are set from the pickled dict: that is refused
+    bare = MetricBundle.__new__(MetricBundle)
+    with pytest.raises(StateError, match="older layout"):
+        bare.__setstate__(dict(vars(b)))
 
 
 def test_from_state_rejects_non_mapping() -> None:
@@ -830,3 +1118,37 @@ def test_log_loss_clips_both_ends_like_sklearn() -> None:
     b.update(1, 0, score=0.0, event_time_ms=0, label_delay_ms=0)
     expected = log_loss([True, False, True], [1.0, 0.0, 0.0], labels=[False, True])
     assert b.snapshot()["cumulative"]["log_loss"] == pytest.approx(expected, rel=1e-12, abs=0)
+
+
+@pytest.mark.parametrize("task", ["classification", "regression"])
+def test_value_accessor_matches_snapshot(task: str) -> None:
+    """The cheap accessor the alert rules use agrees with the snapshot for every window."""
+    import random as _random
+
+    rng = _random.Random(7)
+    specs = [parse_window("count:50"), parse_window("time:10s/5", name="t10")]
+    bundle = MetricBundle(task, specs, positive_label=1 if task == "classification" else None)  # type: ignore[arg-type]
+    for i in range(400):
+        if task == "classification":
+            y, p = rng.choice([0, 1]), rng.choice([0, 1])
+            bundle.update(y, p, score=rng.random(), event_time_ms=i * 100, label_delay_ms=i)
+        else:
+            y = rng.gauss(0, 1)
+            bundle.update(y, y + rng.gauss(0, 0.3), event_time_ms=i * 100, label_delay_ms=i)
+    snap = bundle.snapshot()
+    names = (
+        ["accuracy", "precision", "recall", "f1", "log_loss", "roc_auc"]
+        if task == "classification"
+        else ["mae", "rmse", "r2"]
+    )
+    for window, values in [("cumulative", snap["cumulative"]), *snap["windows"].items()]:
+        for name in names:
+            assert bundle.value(window, name) == pytest.approx(values[name], abs=1e-12)
+        expected_n = snap["count"] if window == "cumulative" else values["count"]
+        assert bundle.samples(window) == expected_n
+    assert bundle.value("cumulative", "label_delay_p95_ms") == snap["label_delay"]["p95_ms"]
+    assert (
+        bundle.value("last_50", "label_delay_p95_ms")
+        == snap["windows"]["last_50"]["label_delay"]["p95_ms"]
+    )
+    assert bundle.value("no-such-window", names[0]) is None
