@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -172,8 +173,15 @@ class Joiner(PartitionedService):
             else:
                 batch.add_outcome(pid, rec, raw, offset_of(msg))
         result = batch.finish(state.partition, data.sequence + 1)
+        # The record timestamp is the join's event time, so the trainer can seek `labeled`
+        # by event time with offsets_for_times.
         outputs = [
-            Output(self.t_labeled, self.labeled_serde.encode(ex.record), ex.key.encode())
+            Output(
+                self.t_labeled,
+                self.labeled_serde.encode(ex.record),
+                ex.key.encode(),
+                timestamp_ms=_record_time(ex.record),
+            )
             for ex in result.joined
         ]
         for dl in result.dead_letters:
@@ -245,6 +253,17 @@ class Joiner(PartitionedService):
         data.watermark_predictions = result.watermark_predictions
         data.watermark_outcomes = result.watermark_outcomes
         data.intent = None
+
+
+MAX_FUTURE_MS = 50 * 60 * 1000
+
+
+def _record_time(record: dict[str, Any]) -> int:
+    """Kafka timestamp of a joined example: its event time, clamped to at most 50 minutes
+    ahead of this host's clock (brokers refuse timestamps more than
+    ``message.timestamp.after.max.ms``, one hour by default, in the future)."""
+    event_time = max(int(record["prediction_timestamp"]), int(record["outcome_timestamp"]))
+    return max(1, min(event_time, int(time.time() * 1000) + MAX_FUTURE_MS))
 
 
 def _runs(messages: list[Message], t_pred: str) -> list[tuple[int, int]]:

@@ -45,6 +45,8 @@ class Output:
     value: bytes
     key: bytes | None = None
     headers: list[tuple[str, str | bytes | None]] | None = None
+    timestamp_ms: int | None = None
+    """Kafka record timestamp (CreateTime); None lets the producer use the wall clock."""
 
 
 @dataclass
@@ -218,6 +220,7 @@ class PartitionedService:
                             key=out.key,
                             headers=out.headers,
                             on_delivery=self._delivered,
+                            timestamp=out.timestamp_ms or 0,
                         )
                         break
                     except BufferError:

@@ -115,7 +115,12 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
     layout: list[tuple[str, int, dict[str, str]]] = [
         ("predictions", n, {}),
         ("outcomes", n, {}),
-        ("labeled", settings.labeled_partitions, {"retention.ms": thirty_days}),
+        (
+            "labeled",
+            settings.labeled_partitions,
+            # record timestamps are event times (the trainer seeks by them): accept any
+            {"retention.ms": thirty_days, "message.timestamp.after.max.ms": str(2**63 - 1)},
+        ),
         ("alerts", settings.alerts_partitions, {}),
         ("retrain-requests", settings.retrain_requests_partitions, {}),
         ("model-versions", 1, {"cleanup.policy": "compact", "min.compaction.lag.ms": "0"}),

@@ -162,6 +162,34 @@ class Settings(BaseSettings):
     """endsAt sent to Alertmanager for a firing alert: forwarding time plus this."""
     alert_http_timeout_s: float = Field(default=10.0, gt=0)
 
+    # Trainer and registry
+    artifact_dir: str = "~/.local/share/streammon/artifacts"
+    """Root of the local artifact store (skops files, content-addressed by sha256)."""
+    trainer_candidates: list[str] = Field(
+        default_factory=lambda: ["logistic_regression", "random_forest", "hist_gradient_boosting"]
+    )
+    """Estimator families tried by a retrain (their regressor twins for regression models)."""
+    trainer_n_iter: int = Field(default=6, ge=1)
+    """Randomized-search draws per candidate family."""
+    trainer_time_budget_s: float = Field(default=120.0, gt=0)
+    """Wall-clock budget of one retrain's search; candidates not reached are skipped."""
+    trainer_cv_folds: int = Field(default=3, ge=2)
+    """Time-ordered folds (TimeSeriesSplit) of the search."""
+    trainer_holdout_fraction: float = Field(default=0.2, gt=0, lt=0.9)
+    """Most recent share of the rows kept out of training to gate candidate vs champion."""
+    trainer_min_rows: int = Field(default=500, ge=10)
+    """Fewer labeled rows in the window: the request is rejected for lack of data."""
+    trainer_max_rows: int = Field(default=50_000, ge=100)
+    """The most recent rows kept when the window holds more (bounds memory and time)."""
+    trainer_window_ms: int | None = Field(default=None, ge=1)
+    """Training window; None takes the retrain request's suggested window."""
+    trainer_primary_metric: str | None = None
+    """Gate metric: accuracy (classification) / rmse (regression) when None."""
+    trainer_promotion_margin: float = Field(default=0.01, ge=0)
+    """A candidate must beat the champion by this much on the primary metric."""
+    trainer_seed: int = 0
+    """Seed of the search and of the estimators (retrains are reproducible)."""
+
     # Process
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["text", "json"] = "text"
