@@ -73,53 +73,81 @@ class Settings(BaseSettings):
         env_prefix="STREAMMON_",
         extra="forbid",
         validate_default=True,
+        use_attribute_docstrings=True,
     )
 
     # Kafka
     kafka_bootstrap_servers: str = "127.0.0.1:9092"
+    """Kafka brokers, ``host:port[,host:port...]``."""
     kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    """``PLAINTEXT``, ``SSL``, ``SASL_PLAINTEXT`` or ``SASL_SSL``."""
     kafka_sasl_mechanism: str | None = None
+    """SASL mechanism, e.g. ``PLAIN``, ``SCRAM-SHA-512``, ``OAUTHBEARER``."""
     kafka_sasl_username: str | None = None
+    """SASL user name."""
     kafka_sasl_password: SecretStr | None = None
+    """SASL password (masked in ``config show``)."""
     kafka_ssl_ca_location: str | None = None
+    """CA certificate file for TLS to Kafka."""
     kafka_ssl_certificate_location: str | None = None
+    """Client certificate file (mutual TLS)."""
     kafka_ssl_key_location: str | None = None
+    """Client private key file (mutual TLS)."""
     kafka_ssl_key_password: SecretStr | None = None
+    """Password of the client key (masked)."""
     kafka_config: dict[str, str | int | float | bool] = Field(default_factory=dict)
     """librdkafka properties passed to every client (consumers, producers, admin)."""
     kafka_consumer_config: dict[str, str | int | float | bool] = Field(default_factory=dict)
+    """librdkafka properties for consumers only (override the defaults)."""
     kafka_producer_config: dict[str, str | int | float | bool] = Field(default_factory=dict)
+    """librdkafka properties for producers only (override the defaults)."""
     schema_registry_url: str | None = None
     """When set, producers write the Confluent Schema Registry wire format."""
 
     # Topics
     topic_prefix: str = ""
+    """Prefix of every topic name and of the Redis namespace (two deployments can share one
+    Kafka and one Redis)."""
     group_id_prefix: str | None = None
     """Consumer group ids are ``<group_id_prefix>streammon-<service>``; defaults to the topic
     prefix so two deployments sharing a broker never share a group."""
     predictions_partitions: int = Field(default=6, ge=1)
     """Partitions of ``predictions`` and ``outcomes`` (always equal: co-partitioning)."""
     labeled_partitions: int = Field(default=6, ge=1)
+    """Partitions of ``labeled``: the evaluator parallelism (one writer per model)."""
     alerts_partitions: int = Field(default=3, ge=1)
+    """Partitions of ``alerts``."""
     retrain_requests_partitions: int = Field(default=3, ge=1)
+    """Partitions of ``retrain-requests``: the trainer parallelism."""
     replication_factor: int = Field(default=1, ge=1)
+    """Replication factor of the topics ``topics create`` makes."""
     dead_letter_retention_ms: int = Field(default=14 * 24 * 3600 * 1000, ge=-1)
+    """Retention of the dead-letter topic (-1: forever)."""
 
     # Redis
     redis_url: str = "redis://127.0.0.1:6379/0"
     """``redis://`` or ``rediss://`` (TLS); user and password may be in the URL."""
     redis_password: SecretStr | None = None
+    """Redis AUTH password when not in the URL (masked)."""
     redis_ssl_ca_certs: str | None = None
+    """CA certificate file for ``rediss://`` URLs."""
     redis_max_connections: int = Field(default=16, ge=1)
+    """Size of the Redis connection pool of one process."""
     redis_socket_timeout_s: float = Field(default=5.0, gt=0)
+    """Redis connect and socket timeout."""
     redis_key_prefix: str = "streammon"
+    """First part of every Redis key."""
 
     # State and exactly-once
     state_hmac_key: SecretStr = SecretStr(INSECURE_DEV_KEY)
     """Key signing every state blob. Set it in production; the default only suits a laptop."""
     checkpoint_interval_ms: int = Field(default=1000, ge=10)
+    """How often the evaluator checkpoints its state (also on revoke and stop). The joiner
+    checkpoints every batch."""
     max_batch_size: int = Field(default=2000, ge=1)
+    """Messages consumed per poll and processed as one batch."""
     poll_timeout_ms: int = Field(default=200, ge=1)
+    """How long one poll waits for messages."""
 
     # Join
     join_max_label_delay_ms: int = Field(default=7 * 24 * 3600 * 1000, ge=1)
@@ -131,10 +159,16 @@ class Settings(BaseSettings):
     task: Literal["classification", "regression"] | None = None
     """None infers it per model: a float prediction means regression."""
     positive_label: int | float | str | None = None
+    """Positive class for binary precision/recall/F1 (default: 1, "1" or "true" when
+    seen)."""
     windows: list[str] = Field(default_factory=lambda: ["count:1000", "time:1h"])
+    """Rolling windows: ``count:N`` (last N labeled events) or ``time:30s|5m|1h|1d[/panes]``
+    (event time)."""
     detectors: dict[str, DetectorConfig] = Field(
         default_factory=lambda: {"adwin": DetectorConfig(kind="adwin")}
     )
+    """Drift detectors by name: ``{"kind": "adwin|ddm|eddm|hddm_a|hddm_w|page_hinkley|fhddm",
+    "params": {...}}``."""
     segment_tags: list[str] = Field(default_factory=list)
     """Tags of a prediction whose values get their own metrics (e.g. ``["region"]``)."""
     models: dict[str, ModelConfig] = Field(default_factory=dict)
@@ -161,6 +195,7 @@ class Settings(BaseSettings):
     alert_firing_horizon_ms: int = Field(default=24 * 3600 * 1000, ge=60_000)
     """endsAt sent to Alertmanager for a firing alert: forwarding time plus this."""
     alert_http_timeout_s: float = Field(default=10.0, gt=0)
+    """HTTP timeout of one delivery to Alertmanager or a webhook."""
 
     # Trainer and registry
     artifact_dir: str = "~/.local/share/streammon/artifacts"
@@ -192,8 +227,11 @@ class Settings(BaseSettings):
 
     # Process
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    """``DEBUG``, ``INFO``, ``WARNING`` or ``ERROR``."""
     log_format: Literal["text", "json"] = "text"
+    """``text`` or ``json`` (one object per line, for log shippers)."""
     retry_max_backoff_s: float = Field(default=30.0, gt=0)
+    """Cap of the exponential back-off while Kafka or Redis is unavailable."""
 
     @field_validator("log_level", mode="before")
     @classmethod

@@ -129,3 +129,25 @@ def test_group_prefix_defaults_to_topic_prefix() -> None:
     assert s.consumer_group("evaluator") == "g-streammon-evaluator"
     with pytest.raises(ConfigError, match="unknown topic"):
         s.topic("nope")
+
+
+def test_configuration_doc_is_up_to_date_and_its_example_loads(tmp_path: Path) -> None:
+    import re
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.run(
+        [sys.executable, str(root / "scripts" / "gen_config_doc.py"), "--check"],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stdout
+    text = (root / "docs" / "configuration.md").read_text()
+    example = re.search(r"```toml\n(.*?)```", text, re.S)
+    assert example is not None
+    cfg = tmp_path / "example.toml"
+    cfg.write_text(example.group(1))
+    s = load_settings(cfg)
+    assert [r.name for r in s.rules_for("credit")] == ["low_accuracy", "concept_drift"]
+    assert s.model_settings("credit").segment_tags == ["region"]
