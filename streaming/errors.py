@@ -41,3 +41,31 @@ class TopicError(StreammonError):
 
 class ServiceUnavailableError(StreammonError):
     """Kafka or Redis did not answer within the configured retry budget."""
+
+
+class ArtifactIntegrityError(StateError):
+    """A model artifact is not the one recorded (SHA-256 mismatch) or is not a skops file."""
+
+
+class UntrustedArtifactError(ArtifactIntegrityError):
+    """A model artifact needs types outside the allowlist; it is refused, never loaded."""
+
+
+class RegistryError(StreammonError):
+    """A model-registry operation is not possible (unknown version, forbidden transition)."""
+
+
+class DeliveryError(StreammonError):
+    """Kafka did not acknowledge some records; ``errors`` holds one message per failure."""
+
+    def __init__(self, message: str, errors: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.errors: list[str] = list(errors or [])
+
+
+class ModelNotReadyError(StreammonError):
+    """No champion model is loaded yet (see ``ChampionModel.wait_until_ready``)."""
+
+
+class TrainingError(StreammonError):
+    """A retrain cannot produce a model from its data (too few rows or classes, all fits failed)."""
