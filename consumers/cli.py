@@ -37,6 +37,8 @@ app = typer.Typer(
 topics_app = typer.Typer(help="Create and check the topics.", no_args_is_help=True)
 config_app = typer.Typer(help="Show the effective configuration.", no_args_is_help=True)
 alerts_app = typer.Typer(help="Read and forward alert transitions.", no_args_is_help=True)
+models_app = typer.Typer(help="The model registry: versions, champions.", no_args_is_help=True)
+app.add_typer(models_app, name="models")
 app.add_typer(topics_app, name="topics")
 app.add_typer(config_app, name="config")
 app.add_typer(alerts_app, name="alerts")
@@ -308,6 +310,170 @@ def status(
         sys.stdout.write(json.dumps(data, indent=2, sort_keys=True) + "\n")
         return
     render_status(out, data)
+
+
+# ---- trainer and registry -------------------------------------------------------------------
+@app.command()
+def trainer(ctx: typer.Context) -> None:
+    """Answer retrain requests: tune, select, gate and register model versions.
+
+    Example: STREAMMON_TRAINER_TIME_BUDGET_S=60 streammon trainer
+    """
+    from consumers.service import GracefulStop
+    from consumers.trainer import Trainer
+    from streaming.kafka_io import wait_for_kafka
+
+    settings = _settings_or_exit(ctx)
+    stop = GracefulStop()
+    stop.install()
+    try:
+        wait_for_kafka(settings)
+        code = Trainer(settings, stop=stop).run()
+    except StreammonError as exc:
+        raise _fail(exc) from exc
+    raise typer.Exit(code)
+
+
+def _registry(settings: Settings) -> Any:
+    from streaming.registry import registry_from_settings
+
+    return registry_from_settings(settings)
+
+
+def _version_row(v: Any) -> dict[str, Any]:
+    record: dict[str, Any] = v.to_record()
+    record["announced"] = v.announced
+    return record
+
+
+@models_app.command("list")
+def models_list(
+    ctx: typer.Context,
+    model: Annotated[str | None, typer.Argument(help="Only this model.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """List model versions with status, metrics and lineage.
+
+    Example: streammon models list credit --json
+    """
+    settings = _settings_or_exit(ctx)
+    try:
+        versions = _registry(settings).list(model)
+    except StreammonError as exc:
+        raise _fail(exc) from exc
+    if as_json:
+        rows = [_version_row(v) for v in versions]
+        for row in rows:
+            row.pop("reference_profile", None)
+        sys.stdout.write(json.dumps(rows, indent=2, sort_keys=True) + "\n")
+        return
+    table = Table(
+        "model", "version", "status", "parent", "estimator", "metrics", "rows", "reason", box=None
+    )
+    for v in versions:
+        metrics = ", ".join(f"{k} {val:.3f}" for k, val in sorted(v.metrics.items())[:3])
+        table.add_row(
+            v.model_name,
+            str(v.version),
+            v.status,
+            str(v.parent_version or "-"),
+            v.estimator or "-",
+            metrics or "-",
+            str(v.training_rows or "-"),
+            (v.reason or "")[:60],
+        )
+    out.print(table)
+
+
+@models_app.command("show")
+def models_show(
+    ctx: typer.Context,
+    model: Annotated[str, typer.Argument(help="Model name.")],
+    version: Annotated[int | None, typer.Argument(help="Version (default: champion).")] = None,
+) -> None:
+    """Show one version in full (JSON), the champion by default.
+
+    Example: streammon models show credit 3
+    """
+    settings = _settings_or_exit(ctx)
+    try:
+        reg = _registry(settings)
+        v = reg.get(model, version) if version is not None else reg.champion(model)
+    except StreammonError as exc:
+        raise _fail(exc) from exc
+    if v is None:
+        err.print(f"[red]error:[/red] {model} has no champion")
+        raise typer.Exit(1)
+    sys.stdout.write(json.dumps(_version_row(v), indent=2, sort_keys=True) + "\n")
+
+
+@models_app.command("register")
+def models_register(
+    ctx: typer.Context,
+    model: Annotated[str, typer.Argument(help="Model name.")],
+    path: Annotated[Path, typer.Argument(help="A skops file of a fitted scikit-learn model.")],
+    candidate: Annotated[bool, typer.Option(help="Register as candidate, not champion.")] = False,
+    reason: Annotated[str, typer.Option(help="Why (recorded).")] = "registered from a file",
+) -> None:
+    """Register a model trained elsewhere (idempotent: the same file gives the same version).
+
+    Example: streammon models register credit model.skops
+    """
+    from streaming.artifacts import load_model, sha256_of
+
+    settings = _settings_or_exit(ctx)
+    try:
+        data = path.read_bytes()
+        estimator = load_model(data, expected_sha256=sha256_of(data))
+        v = _registry(settings).register(
+            model,
+            data,
+            status="candidate" if candidate else "champion",
+            estimator=type(estimator).__name__,
+            reason=reason,
+        )
+    except OSError as exc:
+        err.print(f"[red]error:[/red] cannot read {path}: {exc}")
+        raise typer.Exit(1) from exc
+    except StreammonError as exc:
+        raise _fail(exc) from exc
+    out.print(f"{model} v{v.version} {v.status} ({v.artifact_uri})")
+
+
+@models_app.command("promote")
+def models_promote(
+    ctx: typer.Context,
+    model: Annotated[str, typer.Argument(help="Model name.")],
+    version: Annotated[int, typer.Argument(help="Version to make champion.")],
+    force: Annotated[bool, typer.Option(help="Also promote a rejected version.")] = False,
+) -> None:
+    """Make a version the champion (producers hot-swap to it).
+
+    Example: streammon models promote credit 4
+    """
+    settings = _settings_or_exit(ctx)
+    try:
+        v = _registry(settings).promote(model, version, reason="promoted by hand", force=force)
+    except StreammonError as exc:
+        raise _fail(exc) from exc
+    out.print(f"{model} v{v.version} is champion")
+
+
+@models_app.command("rollback")
+def models_rollback(
+    ctx: typer.Context,
+    model: Annotated[str, typer.Argument(help="Model name.")],
+) -> None:
+    """Restore the previous champion (the current one becomes rolled_back).
+
+    Example: streammon models rollback credit
+    """
+    settings = _settings_or_exit(ctx)
+    try:
+        v = _registry(settings).rollback(model, reason="rolled back by hand")
+    except StreammonError as exc:
+        raise _fail(exc) from exc
+    out.print(f"{model} v{v.version} is champion again")
 
 
 # ---- alerts ---------------------------------------------------------------------------------
