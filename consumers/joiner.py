@@ -178,7 +178,7 @@ class Joiner(PartitionedService):
         outputs = [
             Output(
                 self.t_labeled,
-                self.labeled_serde.encode(ex.record),
+                self.labeled_serde.encode(ex.record, trusted=True),
                 ex.key.encode(),
                 timestamp_ms=_record_time(ex.record),
             )
