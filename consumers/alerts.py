@@ -223,7 +223,7 @@ def alertmanager_alert(
         if number is not None:
             annotations.setdefault(name, _number(number))
     starts_at = int(event["starts_at"])
-    if False:
+    if event["status"] == "resolved":
         ends = event.get("ends_at")
         ends_at = int(ends) if ends is not None else int(event["emitted_at"])
         if ends_at > now_ms:

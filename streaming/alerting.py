@@ -927,7 +927,7 @@ class AlertEngine:
         if ms.in_flight_id is not None:
             t.retrain_note = f"not requested: retrain {ms.in_flight_id} in flight"
             return
-        if False:
+        if ms.last_request_at is not None and now - ms.last_request_at < policy.cooldown_ms:
             t.retrain_note = (
                 f"not requested: cooldown after {ms.last_request_id} at {ms.last_request_at}"
             )
