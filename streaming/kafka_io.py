@@ -111,15 +111,19 @@ class TopicSpec:
 def topic_specs(settings: Settings) -> list[TopicSpec]:
     """Every topic streammon uses, with partitions and settings, under the configured prefix."""
     n = settings.predictions_partitions
-    thirty_days = str(30 * 24 * 3600 * 1000)
     layout: list[tuple[str, int, dict[str, str]]] = [
         ("predictions", n, {}),
         ("outcomes", n, {}),
         (
             "labeled",
             settings.labeled_partitions,
-            # record timestamps are event times (the trainer seeks by them): accept any
-            {"retention.ms": thirty_days, "message.timestamp.after.max.ms": str(2**63 - 1)},
+            # Record timestamps are event times (the trainer seeks by them), so time-based
+            # retention would delete backfilled or replayed history at once: keep it by size.
+            {
+                "retention.ms": "-1",
+                "retention.bytes": str(settings.labeled_retention_bytes),
+                "message.timestamp.after.max.ms": str(2**63 - 1),
+            },
         ),
         ("alerts", settings.alerts_partitions, {}),
         ("retrain-requests", settings.retrain_requests_partitions, {}),
@@ -282,7 +286,9 @@ def describe_configs(admin: AdminClient, names: list[str]) -> dict[str, dict[str
     for res, fut in admin.describe_configs(resources, request_timeout=30).items():
         entries = fut.result()
         out[res.name] = {
-            k: str(v.value) for k, v in entries.items() if k in ("cleanup.policy", "retention.ms")
+            k: str(v.value)
+            for k, v in entries.items()
+            if k in ("cleanup.policy", "retention.ms", "retention.bytes")
         }
     return out
 

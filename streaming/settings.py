@@ -121,6 +121,9 @@ class Settings(BaseSettings):
     """Partitions of ``retrain-requests``: the trainer parallelism."""
     replication_factor: int = Field(default=1, ge=1)
     """Replication factor of the topics ``topics create`` makes."""
+    labeled_retention_bytes: int = Field(default=1 << 30, ge=-1)
+    """Size retention of each ``labeled`` partition (the trainer's history; -1: unbounded).
+    Its record timestamps are event times, so it has no time retention."""
     dead_letter_retention_ms: int = Field(default=14 * 24 * 3600 * 1000, ge=-1)
     """Retention of the dead-letter topic (-1: forever)."""
 
