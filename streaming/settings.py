@@ -18,14 +18,17 @@ services can set the environment first.
 
 from __future__ import annotations
 
+import json
 import os
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
+    EnvSettingsSource,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
 )
@@ -64,6 +67,26 @@ class ModelConfig(BaseModel):
     segment_tags: list[str] | None = None
     alert_rules: list[AlertRule] | None = None
     """Rules of this model; one with the name of a shared rule replaces it."""
+
+
+class _EnvSource(EnvSettingsSource):
+    """Environment source that reads label-valued variables as JSON when they are JSON.
+
+    ``STREAMMON_POSITIVE_LABEL=1`` is the number 1 and ``STREAMMON_POSITIVE_LABEL='"1"'``
+    the string "1" (labels 1 and "1" are different classes); a bare word such as
+    ``approve`` stays a string.
+    """
+
+    def prepare_field_value(
+        self, field_name: str, field: FieldInfo, value: Any, value_is_complex: bool
+    ) -> Any:
+        if field_name == "positive_label" and isinstance(value, str):
+            try:
+                parsed = json.loads(value)
+            except ValueError:
+                return value
+            return parsed if isinstance(parsed, int | float | str) else value
+        return super().prepare_field_value(field_name, field, value, value_is_complex)
 
 
 class Settings(BaseSettings):
@@ -315,7 +338,7 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (init_settings, env_settings)
+        return (init_settings, _EnvSource(settings_cls))
 
     # ---- derived names -------------------------------------------------------------------
     def topic(self, logical: str) -> str:

@@ -151,3 +151,14 @@ def test_configuration_doc_is_up_to_date_and_its_example_loads(tmp_path: Path) -
     s = load_settings(cfg)
     assert [r.name for r in s.rules_for("credit")] == ["low_accuracy", "concept_drift"]
     assert s.model_settings("credit").segment_tags == ["region"]
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"), [("1", 1), ('"1"', "1"), ("approve", "approve"), ("0.5", 0.5)]
+)
+def test_positive_label_from_env_keeps_its_type(
+    monkeypatch: pytest.MonkeyPatch, raw: str, expected: object
+) -> None:
+    monkeypatch.setenv("STREAMMON_POSITIVE_LABEL", raw)
+    value = load_settings().positive_label
+    assert value == expected and type(value) is type(expected)
