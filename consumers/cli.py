@@ -529,6 +529,44 @@ def alerts_forward(
     raise typer.Exit(code)
 
 
+# ---- demo -----------------------------------------------------------------------------------
+@app.command()
+def demo(
+    ctx: typer.Context,
+    events: Annotated[int | None, typer.Option(help="Applications to stream.")] = None,
+    drift_at: Annotated[int | None, typer.Option(help="Position of the concept change.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the whole run (deterministic).")] = 7,
+    rate: Annotated[float | None, typer.Option(help="Applications per second.")] = None,
+    quick: Annotated[bool, typer.Option(help="About one minute, for smoke tests.")] = False,
+    report_dir: Annotated[Path, typer.Option(help="Where the HTML report goes.")] = Path("reports"),
+    live: Annotated[
+        bool | None, typer.Option("--live/--no-live", help="Live view (default: on a TTY).")
+    ] = None,
+) -> None:
+    """Run the whole loop on a credit-approval stream with a concept change, then write a
+    report with plots and baselines.
+
+    Example: streammon demo --quick
+    """
+    from consumers.demo import run_demo
+
+    settings = _settings_or_exit(ctx)
+    try:
+        code = run_demo(
+            settings,
+            events=events,
+            drift_at=drift_at,
+            seed=seed,
+            rate=rate,
+            quick=quick,
+            report_dir=report_dir,
+            live=live,
+        )
+    except StreammonError as exc:
+        raise _fail(exc) from exc
+    raise typer.Exit(code)
+
+
 # ---- local stack ----------------------------------------------------------------------------
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def services(
