@@ -74,7 +74,8 @@ class ModelVersionWatcher:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.topic = settings.topic("model-versions")
-        self.events: deque[tuple[str, str | None]] = deque()
+        self.events: deque[tuple[str, str | None, int, str]] = deque()
+        """(model, request id, version, status) of every version event, in topic order."""
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="model-versions", daemon=True)
         self._serde = serde_for("ModelVersionEvent")
@@ -108,7 +109,14 @@ class ModelVersionWatcher:
                         "model-versions: undecodable event at offset %s: %s", msg.offset(), exc
                     )
                     continue
-                self.events.append((event["model_name"], event.get("request_id")))
+                self.events.append(
+                    (
+                        event["model_name"],
+                        event.get("request_id"),
+                        event["version"],
+                        event["status"],
+                    )
+                )
         except KafkaException as exc:
             log.error("model-versions watcher stopped: %s", exc)
         finally:
@@ -197,21 +205,33 @@ class Evaluator(PartitionedService):
         )
         return Output(self.t_retrain, self.retrain_serde.encode(rec), emission.key.encode())
 
-    def _apply_version_events(self) -> None:
+    def _apply_version_events(self) -> list[Output]:
+        """End in-flight retrains and resolve alerts of versions that stopped serving."""
+        outputs: list[Output] = []
         if self.watcher is None:
-            return
+            return outputs
         while self.watcher.events:
-            model, request_id = self.watcher.events.popleft()
+            model, request_id, version, status = self.watcher.events.popleft()
             for state in self.partitions.values():
-                if state.data.evaluator.engine.retrain_finished(model, request_id):
+                engine = state.data.evaluator.engine
+                if request_id and engine.retrain_finished(model, request_id):
                     state.data.dirty = True
                     log.info("retrain %s for %s finished", request_id, model)
+                if status in ("retired", "rolled_back") and version > 0:
+                    emitted = engine.retire_version(
+                        model,
+                        str(version),
+                        f"version {version} of {model} {status.replace('_', ' ')}",
+                    )
+                    if emitted:
+                        state.data.dirty = True
+                        outputs.extend(self._emission_output(e) for e in emitted)
+        return outputs
 
     def process(self, state: PartitionState, messages: list[Message]) -> tuple[list[Output], Any]:
         data: EvaluatorPartition = state.data
         self._refresh_quality()
-        self._apply_version_events()
-        outputs: list[Output] = []
+        outputs: list[Output] = self._apply_version_events()
         now = time.monotonic()
         for m in messages:
             raw = m.value() or b""
@@ -329,7 +349,9 @@ class Evaluator(PartitionedService):
             }
 
     def idle(self) -> None:
-        self._apply_version_events()
+        pending = self._apply_version_events()
+        if pending:
+            self.produce_all(pending)
         now = time.monotonic()
         for state in list(self.partitions.values()):
             data: EvaluatorPartition = state.data

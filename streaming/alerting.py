@@ -730,8 +730,9 @@ class _Transition:
     alert: _Alert
     status: Literal["firing", "resolved"]
     value: float | None
-    rule: Rule | None  # None: the rule is gone
+    rule: Rule | None  # None: the rule is gone, or the version no longer serves
     request: dict[str, Any] | None = None
+    gone_reason: str = "the rule no longer applies to this model"
     retrain_note: str | None = None
     inhibited_by: str | None = None
 
@@ -970,6 +971,33 @@ class AlertEngine:
         ms.in_flight_id = ms.in_flight_at = None
         return True
 
+    def retire_version(self, model: str, version: str, reason: str) -> list[Emission]:
+        """Resolve the firing alerts of a version that no longer serves (retired or rolled
+        back): it gets no more examples, so its alerts would otherwise never resolve.
+
+        Like :meth:`retrain_finished`, the call comes from outside the labeled stream.
+
+        >>> rule = ThresholdRule(name="low", metric="accuracy", op="<", threshold=0.8,
+        ...                      min_samples=1)
+        >>> engine = AlertEngine()
+        >>> _ = engine.evaluate(RuleInput(model="m", version="1", position=1,
+        ...     event_time_ms=5, metric=lambda w, n: 0.5, samples=lambda w: 1, rules=[rule]))
+        >>> [e.record["annotations"]["resolved_reason"] for e in
+        ...  engine.retire_version("m", "1", "version 1 retired")]
+        ['version 1 retired']
+        >>> engine.retire_version("m", "1", "again")
+        []
+        """
+        ms = self._models.get(model)
+        now = ms.clock if ms is not None else 0
+        out: list[Emission] = []
+        for key in sorted(k for k in self._alerts if k[:2] == (model, version)):
+            alert = self._alerts.pop(key)
+            if alert.status == "firing":
+                t = _Transition(alert, "resolved", None, None, gone_reason=reason)
+                out.append(AlertTransition(self._record(t, now)))
+        return out
+
     def in_flight(self, model: str) -> str | None:
         """Id of the model's retrain request in flight, if any (as of its last evaluation)."""
         ms = self._models.get(model)
@@ -997,7 +1025,7 @@ class AlertEngine:
         if t.rule is None:
             annotations = {
                 **alert.annotations,
-                "resolved_reason": "the rule no longer applies to this model",
+                "resolved_reason": t.gone_reason,
             }
         else:
             annotations = _annotations(t.rule, alert, t.status, t.value)
