@@ -53,66 +53,114 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+def _duration(ms: float | None) -> str:
+    """850 ms, 60.0 s, 1.5 h."""
+    if ms is None:
+        return "-"
+    if ms < 1000:
+        return f"{ms:.0f} ms"
+    if ms < 3_600_000:
+        return f"{ms / 1000:.1f} s"
+    return f"{ms / 3_600_000:.1f} h"
+
+
 def _time(ms: int | None) -> str:
     if ms is None:
         return "-"
     return dt.datetime.fromtimestamp(ms / 1000, tz=dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
+def _metric_rows(views: list[dict[str, Any]]) -> list[tuple[str, list[str]]]:
+    """Rows (label, value per column) for the metric part of a model's table."""
+    tasks = {v.get("task") for v in views}
+    names = (
+        ["mae", "rmse", "r2"]
+        if tasks == {"regression"}
+        else ["accuracy", "precision", "recall", "f1", "log_loss", "roc_auc"]
+    )
+    rows: list[tuple[str, list[str]]] = []
+    for name in names:
+        rows.append(
+            (
+                name,
+                [_fmt(((v.get("metrics") or {}).get("cumulative") or {}).get(name)) for v in views],
+            )
+        )
+    windows: list[str] = []
+    for v in views:
+        for w in (v.get("metrics") or {}).get("windows") or {}:
+            if w not in windows:
+                windows.append(w)
+    main = names[0]
+    for w in windows:
+        rows.append(
+            (
+                f"{main} {w}",
+                [
+                    _fmt((((v.get("metrics") or {}).get("windows") or {}).get(w) or {}).get(main))
+                    for v in views
+                ],
+            )
+        )
+    return rows
+
+
 def render_status(console: Console, data: dict[str, Any]) -> None:
-    """Print one table of models/versions and one of consumer groups."""
+    """Per model: one table, a column per version (and all versions), a row per figure."""
     if not data["models"]:
         console.print("no models seen yet")
     for name, model in data["models"].items():
-        table = Table(title=f"model {name}", box=None, title_justify="left")
-        for col in (
-            "version",
-            "labeled",
-            "accuracy",
-            "f1",
-            "roc_auc",
-            "mae",
-            "window acc",
-            "joined",
-            "unlabeled",
-            "pending",
-            "dup",
-            "dlq",
-            "drift",
-            "last event",
-        ):
-            table.add_column(col, justify="right" if col not in ("version", "drift") else "left")
-        rows = list(model["versions"].items())
+        columns = list(model["versions"].items())
         if model.get("all_versions"):
-            rows.append(("(all)", {**model["all_versions"], "counts": model["counts"]}))
-        for version, v in rows:
-            cum = (v.get("metrics") or {}).get("cumulative") or {}
-            windows = (v.get("metrics") or {}).get("windows") or {}
-            first_window: dict[str, Any] = next(iter(windows.values()), {}) if windows else {}
-            counts = v.get("counts", {})
-            alarms = v.get("alarms") or []
-            drift = ", ".join(
-                f"{d}:{s.get('state')}" for d, s in (v.get("detectors") or {}).items()
-            )
-            if alarms:
-                drift += f" ({len(alarms)} alarms, last @{alarms[-1]['position']})"
-            table.add_row(
-                version,
-                _fmt(v.get("labeled")),
-                _fmt(cum.get("accuracy")),
-                _fmt(cum.get("f1")),
-                _fmt(cum.get("roc_auc")),
-                _fmt(cum.get("mae")),
-                _fmt(first_window.get("accuracy", first_window.get("mae"))),
-                _fmt(counts.get("joined")),
-                _fmt(counts.get("unlabeled")),
-                _fmt(counts.get("pending")),
-                _fmt(counts.get("duplicate_predictions", 0) + counts.get("duplicate_outcomes", 0)),
-                _fmt(counts.get("dead_letter")),
-                drift or "-",
-                _time(v.get("last_event_time_ms")),
-            )
+            columns.append(("all", {**model["all_versions"], "counts": model["counts"]}))
+        views = [v for _, v in columns]
+        table = Table(title=f"model {name}", box=None, title_justify="left")
+        table.add_column("")
+        for version, _ in columns:
+            table.add_column(f"v{version}" if version != "all" else "all", justify="right")
+        table.add_row("labeled", *[_fmt(v.get("labeled")) for v in views])
+        for label, values in _metric_rows(views):
+            table.add_row(label, *values)
+        delay = [v.get("label_delay") or {} for v in views]
+        table.add_row(
+            "label delay p50/p95 ms",
+            *[f"{_fmt(d.get('median_ms'))}/{_fmt(d.get('p95_ms'))}" if d else "-" for d in delay],
+        )
+        for count in ("joined", "unlabeled", "pending", "dead_letter"):
+            table.add_row(count, *[_fmt((v.get("counts") or {}).get(count)) for v in views])
+        table.add_row(
+            "duplicates",
+            *[
+                _fmt(
+                    (v.get("counts") or {}).get("duplicate_predictions", 0)
+                    + (v.get("counts") or {}).get("duplicate_outcomes", 0)
+                )
+                for v in views
+            ],
+        )
+        detectors: list[str] = []
+        for v in views:
+            for d in v.get("detectors") or {}:
+                if d not in detectors:
+                    detectors.append(d)
+        for d in detectors:
+            cells = []
+            for v in views:
+                det = (v.get("detectors") or {}).get(d)
+                if det is None:
+                    cells.append("-")
+                    continue
+                last = det.get("last_alarm")
+                where = f" @{last['position']}" if last else ""
+                cells.append(f"{det.get('state')} {det.get('alarms', 0)}{where}")
+            table.add_row(f"{d} (state alarms @last)", *cells)
+        table.add_row("last event (UTC)", *[_time(v.get("last_event_time_ms")) for v in views])
         console.print(table)
+        alerts = model.get("alerts") or {}
+        for a in alerts.get("firing") or []:
+            console.print(f"  [red]FIRING[/red] {a['rule']} v{a['version']} ({a['severity']})")
+        if alerts.get("retrain_in_flight"):
+            console.print(f"  retrain in flight: {alerts['retrain_in_flight']}")
     groups = Table(title="consumer groups", box=None, title_justify="left")
     for col in ("group", "partitions", "lag"):
         groups.add_column(col)
