@@ -123,8 +123,11 @@ def render_status(console: Console, data: dict[str, Any]) -> None:
             table.add_row(label, *values)
         delay = [v.get("label_delay") or {} for v in views]
         table.add_row(
-            "label delay p50/p95 ms",
-            *[f"{_fmt(d.get('median_ms'))}/{_fmt(d.get('p95_ms'))}" if d else "-" for d in delay],
+            "label delay p50 / p95",
+            *[
+                f"{_duration(d.get('median_ms'))} / {_duration(d.get('p95_ms'))}" if d else "-"
+                for d in delay
+            ],
         )
         for count in ("joined", "unlabeled", "pending", "dead_letter"):
             table.add_row(count, *[_fmt((v.get("counts") or {}).get(count)) for v in views])
