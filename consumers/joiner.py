@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -71,6 +72,9 @@ class Joiner(PartitionedService):
         self.t_dead = settings.topic("dead-letter")
         super().__init__(settings, store, topics=[self.t_pred, self.t_out], **kwargs)
         self.pred_serde = serde_for("PredictionEvent")
+        self._recent: OrderedDict[bytes, dict[str, Any]] = OrderedDict()
+        """Decoded predictions by their bytes, so a join in a later batch does not decode the
+        stored prediction again (a pure speed-up, bounded by ``RECENT_PREDICTIONS``)."""
         self.out_serde = serde_for("OutcomeEvent")
         self.labeled_serde = serde_for("LabeledExample")
 
@@ -160,7 +164,7 @@ class Joiner(PartitionedService):
             entries,
             data.watermark_predictions,
             data.watermark_outcomes,
-            decode_prediction=self.pred_serde.decode,
+            decode_prediction=self._decode_stored_prediction,
             decode_outcome=self.out_serde.decode,
         )
         for (pid, kind, rec), msg in zip(decoded, messages, strict=True):
@@ -203,6 +207,15 @@ class Joiner(PartitionedService):
             )
         return outputs, result
 
+    def _remember(self, raw: bytes, record: dict[str, Any]) -> None:
+        self._recent[raw] = record
+        if len(self._recent) > RECENT_PREDICTIONS:
+            self._recent.popitem(last=False)
+
+    def _decode_stored_prediction(self, raw: bytes) -> dict[str, Any]:
+        record = self._recent.pop(raw, None)
+        return record if record is not None else self.pred_serde.decode(raw)
+
     def _decode(self, messages: list[Message]) -> list[tuple[str, int, dict[str, Any] | str]]:
         out: list[tuple[str, int, dict[str, Any] | str]] = []
         for m in messages:
@@ -214,6 +227,7 @@ class Joiner(PartitionedService):
                     raise ContractError(msg)
                 if kind == 0:
                     rec = self.pred_serde.decode(raw)
+                    self._remember(raw, rec)
                     check_prediction(rec)
                 else:
                     rec = self.out_serde.decode(raw)
@@ -256,6 +270,7 @@ class Joiner(PartitionedService):
 
 
 MAX_FUTURE_MS = 50 * 60 * 1000
+RECENT_PREDICTIONS = 20_000
 
 
 def _record_time(record: dict[str, Any]) -> int:
