@@ -351,7 +351,7 @@ def test_contracts_doc_is_up_to_date() -> None:
 
     root = Path(__file__).resolve().parents[1]
     proc = subprocess.run(
-        [sys.executable, str(root / "scripts" / "gen_contracts_doc.py"), "--check"],
+        [sys.executable, str(root / "scripts" / "gen_docs.py"), "--check"],
         capture_output=True,
         text=True,
     )

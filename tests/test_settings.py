@@ -138,7 +138,7 @@ def test_configuration_doc_is_up_to_date_and_its_example_loads(tmp_path: Path) -
 
     root = Path(__file__).resolve().parents[1]
     proc = subprocess.run(
-        [sys.executable, str(root / "scripts" / "gen_config_doc.py"), "--check"],
+        [sys.executable, str(root / "scripts" / "gen_docs.py"), "--check"],
         capture_output=True,
         text=True,
     )

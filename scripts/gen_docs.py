@@ -1,25 +1,75 @@
-"""Write docs/configuration.md from the Settings model (a test checks that it is up to date).
+"""Write docs/contracts.md (from schemas/*.avsc) and docs/configuration.md (from the settings
+model); with ``--check``, fail when either is out of date (a test runs that).
 
-Usage: python scripts/gen_config_doc.py [--check]
+Usage: python scripts/gen_docs.py [--check]
 """
 
 from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from streaming.settings import Settings  # noqa: E402
 
+ORDER = [
+    "PredictionEvent",
+    "OutcomeEvent",
+    "LabeledExample",
+    "AlertEvent",
+    "RetrainRequest",
+    "ModelVersionEvent",
+]
 
-def render() -> str:
+
+def type_name(t: Any) -> str:
+    if isinstance(t, str):
+        return t
+    if isinstance(t, list):
+        return " | ".join(type_name(x) for x in t)
+    if t.get("logicalType"):
+        return f"{t['type']} ({t['logicalType']})"
+    if t["type"] == "map":
+        return f"map<{type_name(t['values'])}>"
+    if t["type"] == "array":
+        return f"array<{type_name(t['items'])}>"
+    return str(t.get("name", t["type"]))
+
+
+def render_contracts() -> str:
+    lines = [
+        "# Event contracts",
+        "",
+        "Generated from `schemas/*.avsc` by `scripts/gen_docs.py`; do not edit by hand.",
+        "Namespace `io.streammon.events`. Wire format: Avro single-object encoding",
+        "(`C3 01` + 8-byte little-endian CRC-64-AVRO fingerprint of the Parsing Canonical Form +",
+        "body), or the Confluent Schema Registry format when a registry URL is configured.",
+        "Every field added after a schema's first version has a default.",
+        "",
+    ]
+    for name in ORDER:
+        schema = json.loads((ROOT / "schemas" / f"{name}.avsc").read_text())
+        lines += [f"## {name}", "", schema.get("doc", ""), ""]
+        lines += ["| field | type | default | meaning |", "| --- | --- | --- | --- |"]
+        for f in schema["fields"]:
+            default = json.dumps(f["default"]) if "default" in f else ""
+            doc = f.get("doc", "").replace("|", "\\|")
+            kind = type_name(f["type"]).replace("|", "\\|")
+            lines.append(f"| `{f['name']}` | {kind} | {default} | {doc} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def render_configuration() -> str:
     lines = [
         "# Configuration reference",
         "",
-        "Generated from `streaming/settings.py` by `scripts/gen_config_doc.py`; do not edit.",
+        "Generated from `streaming/settings.py` by `scripts/gen_docs.py`; do not edit.",
         "",
         "Precedence: CLI flag > environment variable > TOML config file (`--config` or",
         "`STREAMMON_CONFIG_FILE`; top-level keys are the field names below) > default.",
@@ -84,15 +134,25 @@ def render() -> str:
     return "\n".join(lines)
 
 
+DOCS: dict[str, Callable[[], str]] = {
+    "contracts.md": render_contracts,
+    "configuration.md": render_configuration,
+}
+
+
 def main() -> int:
-    target = ROOT / "docs" / "configuration.md"
-    text = render()
-    if "--check" in sys.argv:
-        if not target.exists() or target.read_text() != text:
-            print("docs/configuration.md is out of date: run python scripts/gen_config_doc.py")
-            return 1
-        return 0
-    target.write_text(text)
+    check = "--check" in sys.argv
+    stale = []
+    for name, render in DOCS.items():
+        target = ROOT / "docs" / name
+        text = render()
+        if not check:
+            target.write_text(text)
+        elif not target.exists() or target.read_text() != text:
+            stale.append(name)
+    if stale:
+        print(f"out of date: {', '.join(stale)}: run python scripts/gen_docs.py")
+        return 1
     return 0
 
 
