@@ -79,10 +79,13 @@ from rich.text import Text
 from consumers.service import GracefulStop
 from streaming.errors import ConfigError, SerializationError, ServiceUnavailableError, TopicError
 from streaming.kafka_io import (
+    OutRecord,
+    ProduceAbortedError,
     consumer_config,
     dead_letter_headers,
     offset_of,
     partition_of,
+    produce_acknowledged,
     producer_config,
     topic_of,
 )
@@ -501,7 +504,6 @@ class AlertForwarder:
         self.forwarded = 0
         self.duplicates = 0
         self.dead_letters = 0
-        self._delivery_errors: list[str] = []
 
     # ---- the loop -------------------------------------------------------------------------
     def run(self, *, max_idle_s: float | None = None) -> int:
@@ -696,57 +698,34 @@ class AlertForwarder:
             delay = min(delay * 2, self.max_backoff_s)
 
     # ---- dead letters and offsets ---------------------------------------------------------
-    def _delivered(self, err: KafkaError | None, msg: Message) -> None:
-        if err is not None:
-            self._delivery_errors.append(str(err))
-
     def _dead_letter(self, items: list[_Item]) -> None:
         if not items:
             return
-        delay = _INITIAL_BACKOFF_S
-        attempt = 0
-        while True:
-            self._delivery_errors.clear()
-            for item in items:
-                m = item.message
-                error = "; ".join(item.errors)
-                log.warning(
-                    "%s: %s[%d]@%d to %s: %s",
-                    self.name,
-                    topic_of(m),
-                    partition_of(m),
-                    offset_of(m),
-                    self.dead_letter_topic,
-                    error,
-                )
-                headers = dead_letter_headers(topic_of(m), partition_of(m), offset_of(m), error)
-                while True:
-                    try:
-                        self.producer.produce(
-                            self.dead_letter_topic,
-                            value=m.value(),
-                            key=m.key(),
-                            headers=headers,
-                            on_delivery=self._delivered,
-                        )
-                        break
-                    except BufferError:
-                        self.producer.poll(0.1)
-            remaining = self.producer.flush(60)
-            if remaining == 0 and not self._delivery_errors:
-                return
-            attempt += 1
+        records = []
+        for item in items:
+            m = item.message
+            error = "; ".join(item.errors)
             log.warning(
-                "%s: %d dead letters not stored (%s); retrying in %.1fs (attempt %d)",
+                "%s: %s[%d]@%d to %s: %s",
                 self.name,
-                remaining + len(self._delivery_errors),
-                "; ".join(self._delivery_errors[:3]) or "flush timed out",
-                delay,
-                attempt,
+                topic_of(m),
+                partition_of(m),
+                offset_of(m),
+                self.dead_letter_topic,
+                error,
             )
-            if self.stop.stopping or self.stop.event.wait(delay):
-                raise _AbortedError
-            delay = min(delay * 2, self.max_backoff_s)
+            headers = dead_letter_headers(topic_of(m), partition_of(m), offset_of(m), error)
+            records.append(OutRecord(self.dead_letter_topic, m.value(), m.key(), headers))
+        try:
+            produce_acknowledged(
+                self.producer,
+                records,
+                what=f"{self.name}: {len(records)} dead letters",
+                max_backoff_s=self.max_backoff_s,
+                wait=lambda delay: self.stop.stopping or self.stop.event.wait(delay),
+            )
+        except ProduceAbortedError as exc:
+            raise _AbortedError from exc
 
     def _commit(self, messages: Iterable[Message]) -> None:
         next_offsets: dict[tuple[str, int], int] = {}

@@ -30,23 +30,22 @@ from confluent_kafka import (
 )
 
 from streaming.errors import FencedError
-from streaming.kafka_io import consumer_config, partition_of, producer_config, topic_of
+from streaming.kafka_io import (
+    OutRecord,
+    consumer_config,
+    partition_of,
+    produce_acknowledged,
+    producer_config,
+    topic_of,
+)
 from streaming.settings import Settings
 from streaming.state_store import StateStore
 
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class Output:
-    """One record to produce before the checkpoint that covers it."""
-
-    topic: str
-    value: bytes
-    key: bytes | None = None
-    headers: list[tuple[str, str | bytes | None]] | None = None
-    timestamp_ms: int | None = None
-    """Kafka record timestamp (CreateTime); None lets the producer use the wall clock."""
+Output = OutRecord
+"""One record to produce before the checkpoint that covers it."""
 
 
 @dataclass
@@ -114,7 +113,6 @@ class PartitionedService:
             producer_config(settings, **{"client.id": f"streammon-{self.name}"})
         )
         self.partitions: dict[int, PartitionState] = {}
-        self._delivery_errors: list[str] = []
         self.batches = 0
 
     # ---- to implement ---------------------------------------------------------------------
@@ -197,48 +195,15 @@ class PartitionedService:
         consumer.unassign()
 
     # ---- output ---------------------------------------------------------------------------
-    def _delivered(self, err: KafkaError | None, msg: Message) -> None:
-        if err is not None:
-            self._delivery_errors.append(f"{topic_of(msg)}: {err}")
-
     def produce_all(self, outputs: list[Output]) -> None:
-        """Produce and wait until every record is acknowledged; retry the lot on failure.
-
-        Retrying re-sends records that may already be stored; they carry deterministic ids,
-        so downstream consumers drop them.
-        """
-        delay = 0.5
-        attempt = 0
-        while True:
-            self._delivery_errors.clear()
-            for out in outputs:
-                while True:
-                    try:
-                        self.producer.produce(
-                            out.topic,
-                            value=out.value,
-                            key=out.key,
-                            headers=out.headers,
-                            on_delivery=self._delivered,
-                            timestamp=out.timestamp_ms or 0,
-                        )
-                        break
-                    except BufferError:
-                        self.producer.poll(0.1)
-            remaining = self.producer.flush(60)
-            if remaining == 0 and not self._delivery_errors:
-                return
-            attempt += 1
-            log.warning(
-                "%s: %d records not delivered (%s); retrying in %.1fs (attempt %d)",
-                self.name,
-                remaining + len(self._delivery_errors),
-                "; ".join(self._delivery_errors[:3]) or "flush timed out",
-                delay,
-                attempt,
-            )
-            time.sleep(delay)
-            delay = min(delay * 2, self.settings.retry_max_backoff_s)
+        """Produce and wait until every record is acknowledged (see
+        :func:`streaming.kafka_io.produce_acknowledged`)."""
+        produce_acknowledged(
+            self.producer,
+            outputs,
+            what=f"{self.name}: {len(outputs)} records",
+            max_backoff_s=self.settings.retry_max_backoff_s,
+        )
 
     # ---- the loop -------------------------------------------------------------------------
     def run(

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from confluent_kafka import KafkaError, KafkaException, Message
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic  # type: ignore[attr-defined]
 
 from streaming.errors import ServiceUnavailableError, TopicError
@@ -324,3 +324,79 @@ def offset_of(msg: Message) -> int:
     offset = msg.offset()
     assert offset is not None
     return offset
+
+
+@dataclass
+class OutRecord:
+    """One record to produce (before the checkpoint that covers it)."""
+
+    topic: str
+    value: bytes | None
+    key: bytes | None = None
+    headers: list[tuple[str, str | bytes | None]] | None = None
+    timestamp_ms: int | None = None
+    """Kafka record timestamp (CreateTime); None lets the producer use the wall clock."""
+
+
+class ProduceAbortedError(Exception):
+    """``produce_acknowledged`` gave up because its ``wait`` said to stop."""
+
+
+def _sleep(delay: float) -> bool:
+    time.sleep(delay)
+    return False
+
+
+def produce_acknowledged(
+    producer: Producer,
+    records: Sequence[OutRecord],
+    *,
+    what: str,
+    max_backoff_s: float,
+    wait: Callable[[float], bool] = _sleep,
+) -> None:
+    """Produce ``records`` and wait until Kafka acknowledged every one; on any failure log
+    it and send the lot again after a capped exponential back-off.
+
+    Re-sent records may already be stored: they carry deterministic ids, so consumers drop
+    them. ``wait(delay)`` sleeps between attempts and returns True to give up, which raises
+    :class:`ProduceAbortedError` (e.g. on a stop signal).
+    """
+    errors: list[str] = []
+
+    def delivered(err: KafkaError | None, msg: Message) -> None:
+        if err is not None:
+            errors.append(f"{msg.topic()}: {err}")
+
+    delay, attempt = 0.5, 0
+    while True:
+        errors.clear()
+        for rec in records:
+            while True:
+                try:
+                    producer.produce(
+                        rec.topic,
+                        value=rec.value,
+                        key=rec.key,
+                        headers=rec.headers,
+                        on_delivery=delivered,
+                        timestamp=rec.timestamp_ms or 0,
+                    )
+                    break
+                except BufferError:
+                    producer.poll(0.1)
+        remaining = producer.flush(60)
+        if remaining == 0 and not errors:
+            return
+        attempt += 1
+        log.warning(
+            "%s: %d not acknowledged (%s); retrying in %.1fs (attempt %d)",
+            what,
+            remaining + len(errors),
+            "; ".join(errors[:3]) or "flush timed out",
+            delay,
+            attempt,
+        )
+        if wait(delay):
+            raise ProduceAbortedError(what)
+        delay = min(delay * 2, max_backoff_s)
