@@ -78,3 +78,13 @@ def service_env(stack: dict[str, str], unique_prefix: str) -> Iterator[dict[str,
         }
     )
     yield env
+
+
+@pytest.fixture
+def ends(stack: dict[str, str]) -> Iterator[Any]:
+    """End offsets of topic partitions (a consumer outside every group)."""
+    from procs import EndOffsets
+
+    reader = EndOffsets(stack["kafka"])
+    yield reader
+    reader.close()

@@ -54,14 +54,6 @@ def monitor_env(
     cleanup_prefix(stack["kafka"], stack["redis"], unique_prefix, f"streammon:{unique_prefix}")
 
 
-@pytest.fixture
-def ends(stack: dict[str, str]) -> Iterator[EndOffsets]:
-    """End offsets of topic partitions (a consumer outside every group)."""
-    reader = EndOffsets(stack["kafka"])
-    yield reader
-    reader.close()
-
-
 def make_stream(n: int, seed: int, step_ms: int = 1) -> GeneratedStream:
     """A stream longer than the join window: entries expire while it flows (no re-sent
     predictions, see :func:`streams.generate_monitor_stream`)."""

@@ -41,14 +41,6 @@ def monitor_env(
     cleanup_prefix(stack["kafka"], stack["redis"], unique_prefix, f"streammon:{unique_prefix}")
 
 
-@pytest.fixture
-def ends(stack: dict[str, str]) -> Iterator[EndOffsets]:
-    """End offsets of topic partitions (a consumer outside every group)."""
-    reader = EndOffsets(stack["kafka"])
-    yield reader
-    reader.close()
-
-
 def read_dead_letters(bootstrap: str, topic: str, expected: int, timeout: float = 30.0) -> list:
     from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
