@@ -145,6 +145,9 @@ class PartitionEvaluator:
     ) -> None:
         self.config_for = config_for
         self.rules_for = rules_for
+        # per-model lookups are fixed for the process: resolve them once, not per example
+        self._configs: dict[str, ModelConfig] = {}
+        self._rules: dict[str, list[Rule]] = {}
         self.engine = engine or AlertEngine()
         self.series: dict[SeriesKey, Series] = {}
         self.last_sequence: dict[int, int] = {}
@@ -184,7 +187,9 @@ class PartitionEvaluator:
             return None
         self.last_sequence[src] = seq
         model, version = example["model_name"], example["model_version"]
-        cfg = self.config_for(model)
+        cfg = self._configs.get(model)
+        if cfg is None:
+            cfg = self._configs[model] = self.config_for(model)
         keys: list[SeriesKey] = [(model, ALL_VERSIONS, ""), (model, version, "")]
         tags = example.get("tags") or {}
         for tag in cfg.segment_tags or []:
@@ -198,7 +203,9 @@ class PartitionEvaluator:
             fired.extend((key, a) for a in series.update(example))
             self.dirty.add(key)
         emissions: list[Emission] = []
-        rules = self.rules_for(model) if self.rules_for is not None else []
+        rules = self._rules.get(model)
+        if rules is None:
+            rules = self._rules[model] = self.rules_for(model) if self.rules_for else []
         if rules:
             emissions = self.engine.evaluate(self.rule_input(self.series[keys[1]], rules))
         return Applied(fired, emissions)

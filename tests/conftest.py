@@ -88,3 +88,23 @@ def ends(stack: dict[str, str]) -> Iterator[Any]:
     reader = EndOffsets(stack["kafka"])
     yield reader
     reader.close()
+
+
+@pytest.fixture
+def registry_settings(
+    make_settings: Callable[..., Settings],
+    tmp_path: Any,
+    stack: dict[str, str],
+    unique_prefix: str,
+) -> Iterator[Settings]:
+    """Settings with topics created and a private artifact directory; the test's topics and
+    Redis keys are deleted afterwards."""
+    from procs import cleanup_prefix
+
+    from consumers.cli import namespace_of
+    from streaming.kafka_io import create_topics
+
+    settings = make_settings(artifact_dir=str(tmp_path / "artifacts"))
+    create_topics(settings)
+    yield settings
+    cleanup_prefix(stack["kafka"], stack["redis"], unique_prefix, namespace_of(settings))

@@ -9,36 +9,21 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
-from procs import cleanup_prefix
 from test_registry import ROW, closed_port, model_bytes, small_pipeline
 
-from consumers.cli import namespace_of
 from streaming.artifacts import dump_model
 from streaming.client import ChampionModel, DeliveryFailure, Prediction, PredictionProducer
 from streaming.errors import DeliveryError, ModelNotReadyError, SerializationError
-from streaming.kafka_io import client_config, create_topics
+from streaming.kafka_io import client_config
 from streaming.registry import Registry, registry_from_settings
 from streaming.serde import serde_for
 from streaming.settings import Settings, load_settings
-
-
-@pytest.fixture
-def sdk_settings(
-    make_settings: Callable[..., Settings],
-    tmp_path: Path,
-    stack: dict[str, str],
-    unique_prefix: str,
-) -> Iterator[Settings]:
-    settings = make_settings(artifact_dir=str(tmp_path / "artifacts"))
-    create_topics(settings)
-    yield settings
-    cleanup_prefix(stack["kafka"], stack["redis"], unique_prefix, namespace_of(settings))
 
 
 def consume_all(settings: Settings, logical: str, *, expect: int, timeout_s: float = 20.0) -> Any:
@@ -65,8 +50,8 @@ def consume_all(settings: Settings, logical: str, *, expect: int, timeout_s: flo
 
 
 @pytest.mark.integration
-def test_predictions_and_outcomes_round_trip(sdk_settings: Settings) -> None:
-    with PredictionProducer(sdk_settings, config={"linger.ms": 20}) as producer:
+def test_predictions_and_outcomes_round_trip(registry_settings: Settings) -> None:
+    with PredictionProducer(registry_settings, config={"linger.ms": 20}) as producer:
         producer.send_prediction(
             "p-1",
             "churn",
@@ -81,8 +66,8 @@ def test_predictions_and_outcomes_round_trip(sdk_settings: Settings) -> None:
         producer.send_prediction("p-2", "churn", "3", {"age": 7}, "no", timestamp_ms=5)
         producer.send_outcome("p-1", 1, timestamp_ms=1_700_000_100_000, model_name="churn")
         # nothing flushed explicitly: leaving the block flushes
-    predictions = consume_all(sdk_settings, "predictions", expect=2)
-    outcomes = consume_all(sdk_settings, "outcomes", expect=1)
+    predictions = consume_all(registry_settings, "predictions", expect=2)
+    outcomes = consume_all(registry_settings, "outcomes", expect=1)
     decoded = {k: serde_for("PredictionEvent").decode(v) for k, v in predictions}
     assert sorted(decoded) == ["p-1", "p-2"]
     assert decoded["p-1"] == {
@@ -149,16 +134,16 @@ def test_delivery_errors_reach_the_caller() -> None:
 
 
 @pytest.fixture
-def sdk_registry(sdk_settings: Settings) -> Registry:
-    return registry_from_settings(sdk_settings)
+def sdk_registry(registry_settings: Settings) -> Registry:
+    return registry_from_settings(registry_settings)
 
 
 @pytest.mark.integration
 def test_champion_model_predicts_with_the_champion(
-    sdk_settings: Settings, sdk_registry: Registry
+    registry_settings: Settings, sdk_registry: Registry
 ) -> None:
     pipe = small_pipeline()
-    with ChampionModel("churn", sdk_settings, poll_interval_s=0.1) as model:
+    with ChampionModel("churn", registry_settings, poll_interval_s=0.1) as model:
         assert not model.wait_until_ready(0.5)
         with pytest.raises(ModelNotReadyError):
             model.predict(ROW)
@@ -265,14 +250,14 @@ class Server:
 
 @pytest.mark.integration
 def test_champion_model_in_another_process_follows_promote_rollback_and_refuses_tampering(
-    sdk_settings: Settings,
+    registry_settings: Settings,
     sdk_registry: Registry,
     service_env: dict[str, str],
     tmp_path: Path,
 ) -> None:
     script = tmp_path / "serve.py"
     script.write_text(SERVER)
-    env = {**service_env, "STREAMMON_ARTIFACT_DIR": sdk_settings.artifact_dir}
+    env = {**service_env, "STREAMMON_ARTIFACT_DIR": registry_settings.artifact_dir}
     server = Server(script, env, "churn")
     try:
         server.wait_for("a not-ready line", lambda line: line["version"] is None)
@@ -292,7 +277,7 @@ def test_champion_model_in_another_process_follows_promote_rollback_and_refuses_
         assert at - rolled_at < 5.0, f"rollback took {at - rolled_at:.1f}s"
 
         v3 = sdk_registry.register("churn", model_bytes(0.01))
-        path = Path(sdk_settings.artifact_dir) / "churn" / f"{v3.artifact_sha256}.skops"
+        path = Path(registry_settings.artifact_dir) / "churn" / f"{v3.artifact_sha256}.skops"
         good = path.read_bytes()
         tampered = bytearray(good)
         tampered[len(tampered) // 2] ^= 0xFF
@@ -315,7 +300,7 @@ def test_champion_model_in_another_process_follows_promote_rollback_and_refuses_
 
 @pytest.mark.integration
 def test_champion_model_builds_the_trainers_input_frame(
-    sdk_settings: Settings, sdk_registry: Registry
+    registry_settings: Settings, sdk_registry: Registry
 ) -> None:
     from streaming import training
 
@@ -325,7 +310,7 @@ def test_champion_model_builds_the_trainers_input_frame(
     pipe = training.make_pipeline("logistic_regression", "classification", ["amount"], ["plan"], 0)
     pipe.fit(frame, labels)
     sdk_registry.register("plans", dump_model(pipe), status="champion")
-    with ChampionModel("plans", sdk_settings, poll_interval_s=0.1) as model:
+    with ChampionModel("plans", registry_settings, poll_interval_s=0.1) as model:
         assert model.wait_until_ready(15)
         # ints where training saw strings, a missing feature, an unknown key
         got = [p.value for p in model.predict_many([{"plan": 1}, {"plan": 2, "x": 1}])]

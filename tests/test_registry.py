@@ -7,7 +7,6 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +15,6 @@ import pandas as pd
 import pytest
 import skops.io as sio
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
-from procs import cleanup_prefix
 from sklearn.compose import ColumnTransformer
 from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
 from sklearn.impute import SimpleImputer
@@ -24,7 +22,6 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, StandardScaler
 
-from consumers.cli import namespace_of
 from streaming.artifacts import (
     LocalArtifactStore,
     dump_model,
@@ -38,7 +35,7 @@ from streaming.errors import (
     RegistryError,
     UntrustedArtifactError,
 )
-from streaming.kafka_io import admin_client, client_config, create_topics, describe_configs
+from streaming.kafka_io import admin_client, client_config, describe_configs
 from streaming.registry import ModelVersion, Registry, event_id_of, registry_from_settings
 from streaming.serde import serde_for
 from streaming.settings import Settings
@@ -232,21 +229,8 @@ def read_events(settings: Settings, *, expect: int, timeout_s: float = 20.0) -> 
 
 
 @pytest.fixture
-def reg_settings(
-    make_settings: Callable[..., Settings],
-    tmp_path: Path,
-    stack: dict[str, str],
-    unique_prefix: str,
-) -> Iterator[Settings]:
-    settings = make_settings(artifact_dir=str(tmp_path / "artifacts"))
-    create_topics(settings)
-    yield settings
-    cleanup_prefix(stack["kafka"], stack["redis"], unique_prefix, namespace_of(settings))
-
-
-@pytest.fixture
-def registry(reg_settings: Settings) -> Registry:
-    return registry_from_settings(reg_settings)
+def registry(registry_settings: Settings) -> Registry:
+    return registry_from_settings(registry_settings)
 
 
 def statuses(events: list[Any], model: str) -> list[tuple[int, str]]:
@@ -255,7 +239,7 @@ def statuses(events: list[Any], model: str) -> list[tuple[int, str]]:
 
 @pytest.mark.integration
 def test_register_is_idempotent_by_sha_and_by_request(
-    registry: Registry, reg_settings: Settings
+    registry: Registry, registry_settings: Settings
 ) -> None:
     first = model_bytes(1.0)
     v1 = registry.register(
@@ -273,7 +257,7 @@ def test_register_is_idempotent_by_sha_and_by_request(
     assert (v1.version, v1.status, v1.announced, v1.parent_version) == (1, "champion", True, None)
     assert v1.params == {"C": "1.0"} and v1.metrics == {"accuracy": 0.9}
     assert v1.artifact_sha256 == sha256_of(first)
-    assert LocalArtifactStore(reg_settings.artifact_dir).get(v1.artifact_uri or "") == first
+    assert LocalArtifactStore(registry_settings.artifact_dir).get(v1.artifact_uri or "") == first
     assert v1.reference_profile == '{"a":{"mean":0.0}}'
 
     again = registry.register("churn", first, status="champion")
@@ -285,7 +269,7 @@ def test_register_is_idempotent_by_sha_and_by_request(
     other = registry.register("fraud", first)  # sha idempotency is per model
     assert (other.model_name, other.version) == ("fraud", 1)
 
-    events = read_events(reg_settings, expect=4)
+    events = read_events(registry_settings, expect=4)
     # v1; v2 then the champion trailer; fraud's first version (no champion, no trailer)
     assert statuses(events, "churn") == [(1, "champion"), (2, "candidate"), (1, "champion")]
     assert statuses(events, "fraud") == [(1, "candidate")]
@@ -309,7 +293,7 @@ def test_concurrent_registers_of_one_artifact_make_one_version(registry: Registr
 
 
 @pytest.mark.integration
-def test_list_get_champion_promote_reject(registry: Registry, reg_settings: Settings) -> None:
+def test_list_get_champion_promote_reject(registry: Registry, registry_settings: Settings) -> None:
     assert registry.champion("churn") is None
     assert registry.list() == []
     v1 = registry.register("churn", model_bytes(1.0), status="champion")
@@ -347,7 +331,7 @@ def test_list_get_champion_promote_reject(registry: Registry, reg_settings: Sett
     assert registry.champion("fraud") == f1
     assert all(v.announced for v in registry.list())
 
-    events = read_events(reg_settings, expect=10)
+    events = read_events(registry_settings, expect=10)
     assert statuses(events, "churn") == [
         (1, "champion"),
         (2, "candidate"),
@@ -370,7 +354,7 @@ def test_list_get_champion_promote_reject(registry: Registry, reg_settings: Sett
 
 @pytest.mark.integration
 def test_rollback_restores_the_previous_champion(
-    registry: Registry, reg_settings: Settings
+    registry: Registry, registry_settings: Settings
 ) -> None:
     registry.register("churn", model_bytes(1.0), status="champion")
     registry.register("churn", model_bytes(0.1), status="champion")
@@ -391,7 +375,7 @@ def test_rollback_restores_the_previous_champion(
     with pytest.raises(RegistryError, match="no champion"):
         registry.rollback("fraud")
 
-    events = read_events(reg_settings, expect=11)
+    events = read_events(registry_settings, expect=11)
     assert statuses(events, "churn")[-4:] == [
         (3, "rolled_back"),
         (2, "champion"),
@@ -408,15 +392,15 @@ def test_rollback_restores_the_previous_champion(
 
 @pytest.mark.integration
 def test_model_versions_is_compacted_and_keyed_by_model(
-    registry: Registry, reg_settings: Settings
+    registry: Registry, registry_settings: Settings
 ) -> None:
-    topic = reg_settings.topic("model-versions")
-    config = describe_configs(admin_client(reg_settings), [topic])[topic]
+    topic = registry_settings.topic("model-versions")
+    config = describe_configs(admin_client(registry_settings), [topic])[topic]
     assert config["cleanup.policy"] == "compact"
     registry.register("churn", model_bytes(1.0), status="champion")
     registry.register("fraud", model_bytes(1.0), status="champion")
     registry.register("churn", model_bytes(0.1))
-    events = read_events(reg_settings, expect=4)
+    events = read_events(registry_settings, expect=4)
     assert [k for k, _ in events] == ["churn", "fraud", "churn", "churn"]
     assert all(k == r["model_name"] for k, r in events)
     # what compaction keeps (the last record of each key) is each model's champion
@@ -443,27 +427,27 @@ class CrashingProducer:
 
 @pytest.mark.integration
 def test_crash_between_metadata_and_publish_is_fixed_by_reconcile(
-    reg_settings: Settings,
+    registry_settings: Settings,
 ) -> None:
-    crashing = registry_from_settings(reg_settings, producer=CrashingProducer())
+    crashing = registry_from_settings(registry_settings, producer=CrashingProducer())
     with pytest.raises(RuntimeError, match="simulated crash"):
         crashing.register("churn", model_bytes(1.0), status="champion", request_id="r-1")
     # the version is fully there (committed in one transaction) but not announced
     v1 = crashing.get("churn", 1)
     assert (v1.status, v1.announced) == ("champion", False)
     assert crashing.champion("churn") == v1
-    assert read_events(reg_settings, expect=0, timeout_s=3) == []
+    assert read_events(registry_settings, expect=0, timeout_s=3) == []
 
     # registering the same artifact again does not make a second version
     with pytest.raises(RuntimeError, match="simulated crash"):
         crashing.register("churn", model_bytes(1.0), status="champion", request_id="r-1")
     assert [v.version for v in crashing.list("churn")] == [1]
 
-    restarted = registry_from_settings(reg_settings)  # the trainer starting again
+    restarted = registry_from_settings(registry_settings)  # the trainer starting again
     assert restarted.reconcile() == {"churn": [1]}
     assert restarted.get("churn", 1).announced
     assert restarted.reconcile() == {}
-    events = read_events(reg_settings, expect=1)
+    events = read_events(registry_settings, expect=1)
     assert [(k, r["version"], r["status"], r["event_id"]) for k, r in events] == [
         ("churn", 1, "champion", v1.event_id)
     ]
@@ -478,7 +462,7 @@ def closed_port() -> int:
 
 
 @pytest.mark.integration
-def test_an_undelivered_event_raises_and_stays_pending(reg_settings: Settings) -> None:
+def test_an_undelivered_event_raises_and_stays_pending(registry_settings: Settings) -> None:
     dead = Producer(
         {
             "bootstrap.servers": f"127.0.0.1:{closed_port()}",
@@ -486,9 +470,9 @@ def test_an_undelivered_event_raises_and_stays_pending(reg_settings: Settings) -
             "log_level": 0,
         }
     )
-    failing = registry_from_settings(reg_settings, producer=dead)
+    failing = registry_from_settings(registry_settings, producer=dead)
     with pytest.raises(DeliveryError, match="stay pending"):
         failing.register("churn", model_bytes(1.0), status="champion")
     assert not failing.get("churn", 1).announced
-    assert registry_from_settings(reg_settings).reconcile() == {"churn": [1]}
-    assert statuses(read_events(reg_settings, expect=1), "churn") == [(1, "champion")]
+    assert registry_from_settings(registry_settings).reconcile() == {"churn": [1]}
+    assert statuses(read_events(registry_settings, expect=1), "churn") == [(1, "champion")]
