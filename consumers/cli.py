@@ -214,12 +214,18 @@ def _run_services(settings: Settings, names: list[str]) -> int:
     from consumers.evaluator import Evaluator
     from consumers.joiner import Joiner
     from consumers.service import GracefulStop
-    from streaming.kafka_io import check_copartitioned, wait_for_kafka
+    from streaming.kafka_io import (
+        check_by_model_copartitioned,
+        check_copartitioned,
+        wait_for_kafka,
+    )
 
     _warn_insecure(settings)
     admin = wait_for_kafka(settings)
     if "joiner" in names:
         check_copartitioned(admin, settings)
+    if "evaluator" in names and settings.label_free_monitoring:
+        check_by_model_copartitioned(admin, settings)
     stop = GracefulStop()
     stop.install()
     services = []

@@ -221,7 +221,15 @@ class DemoPlan:
             "trainer_seed": self.seed,
             "trainer_promotion_margin": 0.01,
             "quality_refresh_ms": 2_000,
+            "drift_windows": [f"count:{self.window}", f"time:{self.drift_time_window_s}s"],
+            "drift_lateness_ms": 2_000,
+            "drift_alert": True,
         }
+
+    @property
+    def drift_time_window_s(self) -> int:
+        """About 16 event-time windows over the run (estimated beside realized accuracy)."""
+        return max(2, round(self.duration_s / 16))
 
 
 # ---- settings for the children ---------------------------------------------------------------
@@ -697,6 +705,8 @@ class _Run:
     wall_started: float = field(default_factory=time.monotonic)
     children: list[_Child] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    status: dict[str, Any] = field(default_factory=dict)
+    """The latest ``streammon status`` data read while watching."""
 
 
 def _ensure_endpoints(settings: Settings, say: Callable[[str], None]) -> tuple[Settings, list[str]]:
@@ -765,7 +775,7 @@ def _register_initial(
     from streaming import demo_data
     from streaming.artifacts import dump_model
     from streaming.registry import registry_from_settings
-    from streaming.training import build_table, evaluate, reference_profile
+    from streaming.training import build_table, evaluate, output_profile, reference_profile
 
     rows = demo_data.history(plan.seed, plan.history_rows)
     cut = int(len(rows) * 0.8)
@@ -773,6 +783,8 @@ def _register_initial(
     holdout = build_table(demo_data.labeled_examples(rows[cut:]), max_rows=len(rows))
     metrics = evaluate(model, holdout.X, holdout.y, "classification")
     table = build_table(demo_data.labeled_examples(rows[:cut]), max_rows=len(rows))
+    profile = reference_profile(table.X, table.y, categorical=table.categorical)
+    profile.update(output_profile(model, holdout.X, holdout.y))
     registry = registry_from_settings(settings)
     step = plan.ms_of(1)
     registry.register(
@@ -782,7 +794,7 @@ def _register_initial(
         estimator=type(model.steps[-1][1]).__name__,
         params={"kind": demo_data.MODEL_KIND},
         metrics=metrics,
-        reference_profile=reference_profile(table.X, table.y, categorical=table.categorical),
+        reference_profile=profile,
         reason="initial model, trained on the concept before the change",
         training_window=(start_ms - len(rows) * step, start_ms - (len(rows) - cut) * step),
         training_rows=cut,
@@ -879,6 +891,7 @@ def _watch(
         nonlocal status, finished_at
         observed.take(tail.poll(timeout=0.0), run.start_ms)
         status = read_status(store, end_offset=ends)
+        run.status = status
         for child in run.children:
             code = child.code
             if code is None:
@@ -982,7 +995,7 @@ def _collect_report(
         )
     live_events = sorted(by_id.values(), key=lambda e: e.index)
 
-    kinds = {r.name: r.type for r in run.settings.alert_rules}
+    kinds = {r.name: r.type for r in run.settings.rules_for(demo_data.MODEL_NAME)}
     spans: dict[tuple[str, int], dict[str, Any]] = {}
     for rec in observed.alerts:
         v = rec.value
@@ -998,6 +1011,7 @@ def _collect_report(
                 "emitted_wall_ms": None,
                 "summary": "",
                 "retrain": "",
+                "feature": (v.get("labels") or {}).get("feature"),
             },
         )
         annotations = v.get("annotations") or {}
@@ -1102,6 +1116,13 @@ def _collect_report(
         alerts=alerts,
         markers=sorted(markers, key=lambda m: m.at_ms),
         versions=versions,
+        label_free={
+            version: view["label_free"]
+            for version, view in (
+                (run.status.get("models") or {}).get(demo_data.MODEL_NAME, {}).get("versions") or {}
+            ).items()
+            if view.get("label_free")
+        },
         window=plan.window,
         wall_seconds=time.monotonic() - run.wall_started,
         completed=completed,
@@ -1120,7 +1141,13 @@ def _collect_report(
             ),
             "label delays": str(demo_data.default_label_delays(plan.events, plan.rate)),
             "concepts": (
-                f"Agrawal function {demo_data.BEFORE_FUNCTION} then {demo_data.AFTER_FUNCTION}"
+                f"Agrawal function {demo_data.BEFORE_FUNCTION} then {demo_data.AFTER_FUNCTION}; "
+                f"loans x{demo_data.LOAN_SHIFT:g} from the change"
+            ),
+            "drift windows": ", ".join(run.settings.drift_windows),
+            "drift false-alarm budget": (
+                f"1 per {run.settings.drift_false_alarm_events} predictions "
+                f"({run.settings.drift_correction})"
             ),
         },
         notes=run.notes,

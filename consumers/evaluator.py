@@ -24,7 +24,13 @@ from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message, TopicPartition
 
-from consumers.service import Output, PartitionedService, PartitionState
+from consumers.service import (
+    Output,
+    PartitionedService,
+    PartitionState,
+    runs_of,
+    take_planned,
+)
 from streaming.alerting import (
     AlertEngine,
     AlertTransition,
@@ -32,15 +38,18 @@ from streaming.alerting import (
     Emission,
     RuleInput,
 )
-from streaming.errors import SerializationError
+from streaming.datadrift import Reference
+from streaming.errors import ContractError, SerializationError
 from streaming.evaluation import PartitionEvaluator, Series, parse_series_field, series_field
 from streaming.kafka_io import (
     client_config,
     dead_letter_headers,
     offset_of,
     partition_of,
+    sighting_of,
     topic_of,
 )
+from streaming.labelfree import LabelFreeMonitor
 from streaming.serde import serde_for
 from streaming.settings import Settings
 from streaming.state_codec import STATE_FORMATS, SignedStateCodec
@@ -49,13 +58,24 @@ from streaming.state_store import Ops, StateStore
 log = logging.getLogger(__name__)
 
 SERIES_FORMAT = "evaluator_series"
+LABEL_FREE_FORMAT = "label_free_monitor"
+WATCHER_WAIT_S = 30.0
+"""How long the evaluator waits at start for the model-versions history (reference
+profiles) before processing without it."""
 
 
 @dataclass
 class EvaluatorPartition:
     evaluator: PartitionEvaluator
     last_checkpoint: float
-    pending_offset: int | None = None
+    pending_offsets: dict[str, int] = field(default_factory=dict)
+    """Next offset per topic of what was processed since the last checkpoint."""
+    order: list[tuple[int, int]] = field(default_factory=list)
+    """Message order (runs) of every batch since the last checkpoint, as stored."""
+    replay: list[tuple[int, int]] | None = None
+    """A stored order to process again after a restart, before anything new."""
+    replaying: bool = False
+    """The batch in hand is that stored order (already logged)."""
     dirty: bool = False
     dead_letters: int = 0
     pending_dead_letters: int = 0
@@ -76,6 +96,10 @@ class ModelVersionWatcher:
         self.topic = settings.topic("model-versions")
         self.events: deque[tuple[str, str | None, int, str]] = deque()
         """(model, request id, version, status) of every version event, in topic order."""
+        self.profiles: dict[tuple[str, str], str] = {}
+        """Reference profile (JSON) of each (model, version) that has one."""
+        self.caught_up = threading.Event()
+        """Set once the events that existed at start have been read (or reading failed)."""
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="model-versions", daemon=True)
         self._serde = serde_for("ModelVersionEvent")
@@ -97,11 +121,22 @@ class ModelVersionWatcher:
         )
         consumer = Consumer(conf)
         try:
+            try:
+                _, end = consumer.get_watermark_offsets(
+                    TopicPartition(self.topic, 0), timeout=10, cached=False
+                )
+            except KafkaException as exc:
+                log.warning("model-versions: end offset unknown (%s); not waiting for it", exc)
+                end = 0
+            if end <= 0:
+                self.caught_up.set()
             consumer.assign([TopicPartition(self.topic, 0, OFFSET_BEGINNING)])
             while not self._stop.is_set():
                 msg = consumer.poll(0.5)
                 if msg is None or msg.error() is not None:
                     continue
+                if msg.offset() is not None and int(msg.offset() or 0) >= end - 1:
+                    self.caught_up.set()
                 try:
                     event = self._serde.decode(msg.value() or b"")
                 except SerializationError as exc:
@@ -109,6 +144,10 @@ class ModelVersionWatcher:
                         "model-versions: undecodable event at offset %s: %s", msg.offset(), exc
                     )
                     continue
+                if event.get("reference_profile"):
+                    self.profiles[(event["model_name"], str(event["version"]))] = event[
+                        "reference_profile"
+                    ]
                 self.events.append(
                     (
                         event["model_name"],
@@ -120,7 +159,21 @@ class ModelVersionWatcher:
         except KafkaException as exc:
             log.error("model-versions watcher stopped: %s", exc)
         finally:
+            self.caught_up.set()
             consumer.close()
+
+    def reference(self, model: str, version: str) -> Reference | None:
+        """The reference of a version from its training profile, if it was registered with
+        one (a profile that cannot be read is logged and ignored)."""
+        raw = self.profiles.get((model, version))
+        if raw is None:
+            return None
+        try:
+            ref = Reference.from_profile(json.loads(raw))
+        except (ValueError, TypeError, KeyError) as exc:
+            log.warning("reference profile of %s v%s unreadable: %s", model, version, exc)
+            return None
+        return ref if ref.features else None
 
 
 class Evaluator(PartitionedService):
@@ -137,16 +190,21 @@ class Evaluator(PartitionedService):
         **kwargs: Any,
     ) -> None:
         self.t_labeled = settings.topic("labeled")
+        self.t_by_model = settings.topic("predictions-by-model")
         self.t_dead = settings.topic("dead-letter")
         self.t_alerts = settings.topic("alerts")
         self.t_retrain = settings.topic("retrain-requests")
-        super().__init__(settings, store, topics=[self.t_labeled], **kwargs)
+        self.inputs = [self.t_labeled]
+        if settings.label_free_monitoring:
+            self.inputs.append(self.t_by_model)
+        super().__init__(settings, store, topics=list(self.inputs), **kwargs)
         self.serde = serde_for("LabeledExample")
+        self.pred_serde = serde_for("PredictionEvent")
         self.alert_serde = serde_for("AlertEvent")
         self.retrain_serde = serde_for("RetrainRequest")
         self.codec = SignedStateCodec(
             settings.state_hmac_key.get_secret_value().encode(),
-            formats={**STATE_FORMATS, SERIES_FORMAT: 1},
+            formats={**STATE_FORMATS, SERIES_FORMAT: 1, LABEL_FREE_FORMAT: 1},
         )
         self.policy = settings.retrain_policy()
         self.quality: dict[tuple[str, str], dict[str, float | None]] = {}
@@ -154,6 +212,7 @@ class Evaluator(PartitionedService):
         self.watcher = ModelVersionWatcher(settings) if watch_versions else None
         if self.watcher is not None:
             self.watcher.start()
+        self._started = time.monotonic()
 
     # ---- state ----------------------------------------------------------------------------
     def load(self, state: PartitionState, meta: dict[str, str]) -> None:
@@ -163,11 +222,19 @@ class Evaluator(PartitionedService):
             if engine_state
             else AlertEngine(self.policy)
         )
+        label_free = self.settings.label_free_monitoring
         ev = PartitionEvaluator(
-            self.settings.model_settings, rules_for=self.settings.rules_for, engine=engine
+            self.settings.model_settings,
+            rules_for=self.settings.rules_for,
+            engine=engine,
+            label_free_for=self.settings.label_free_config if label_free else None,
+            reference_for=self.watcher.reference if self.watcher is not None else None,
         )
         ev.quality = self.quality
         ev.last_sequence = {int(k): v for k, v in json.loads(meta.get("dedupe", "{}")).items()}
+        ev.last_sighting = {
+            int(k): v for k, v in json.loads(meta.get("dedupe_sightings", "{}")).items()
+        }
         ev.duplicates_dropped = int(meta.get("duplicates_dropped", "0"))
         for fld, blob in self.store.hgetall(state.scope, "series").items():
             series = self.codec.decode(blob, SERIES_FORMAT)
@@ -175,12 +242,47 @@ class Evaluator(PartitionedService):
                 msg = f"{state.scope}: series {fld!r} is not a Series"
                 raise TypeError(msg)
             ev.series[parse_series_field(fld)] = series
-        state.offsets.setdefault(self.t_labeled, 0)
+        for fld, blob in self.store.hgetall(state.scope, "label_free").items():
+            mon = self.codec.decode(blob, LABEL_FREE_FORMAT)
+            if not isinstance(mon, LabelFreeMonitor):
+                msg = f"{state.scope}: label-free monitor {fld!r} is not a LabelFreeMonitor"
+                raise TypeError(msg)
+            mon.config = self.settings.label_free_config(mon.model)
+            ev.monitors[(mon.model, mon.version)] = mon
+        for t in self.inputs:
+            state.offsets.setdefault(t, 0)
+        order = [(int(t), int(o)) for t, o in json.loads(meta.get("order") or "[]")]
         state.data = EvaluatorPartition(
-            ev, time.monotonic(), dead_letters=int(meta.get("dead_letters", "0"))
+            ev,
+            time.monotonic(),
+            dead_letters=int(meta.get("dead_letters", "0")),
+            order=order,
+            replay=list(order) or None,
         )
+        if order:
+            log.info(
+                "evaluator: partition %d replays %d runs in their stored order",
+                state.partition,
+                len(order),
+            )
 
     # ---- processing -----------------------------------------------------------------------
+    def ready(self, state: PartitionState) -> list[Message] | None:
+        # Wait (a bounded time) for the version history, so a version's reference comes from
+        # its training profile whenever it has one, on the first run as on a replay.
+        if self.watcher is not None and not self.watcher.caught_up.is_set():
+            if time.monotonic() - self._started < WATCHER_WAIT_S:
+                return None
+            log.warning("evaluator: model-versions not read after %.0fs; going on", WATCHER_WAIT_S)
+            self.watcher.caught_up.set()
+        data: EvaluatorPartition = state.data
+        if data.replay:
+            msgs = take_planned(state, data.replay, self.inputs)
+            if msgs is not None:
+                data.replay, data.replaying = None, True
+            return msgs
+        return super().ready(state)
+
     def _emission_output(self, emission: Emission) -> Output:
         if isinstance(emission, AlertTransition):
             rec = emission.record
@@ -228,16 +330,51 @@ class Evaluator(PartitionedService):
                         outputs.extend(self._emission_output(e) for e in emitted)
         return outputs
 
+    def _log_order(self, state: PartitionState, messages: list[Message]) -> None:
+        """Store the order of a new batch before acting on it, so that a restart processes
+        the two input topics in the same interleaving (alerts depend on it)."""
+        data: EvaluatorPartition = state.data
+        if len(self.inputs) == 1:
+            return  # one input partition: its order is fixed already
+        runs = runs_of(messages, self.inputs)
+        if data.order and runs and data.order[-1][0] == runs[0][0]:
+            data.order[-1] = runs[0]
+            runs = runs[1:]
+        data.order.extend(runs)
+        self.store.commit(
+            state.scope,
+            state.epoch,
+            state.generation + 1,
+            Ops().meta("order", json.dumps(data.order)),
+        )
+        state.generation += 1
+
     def process(self, state: PartitionState, messages: list[Message]) -> tuple[list[Output], Any]:
         data: EvaluatorPartition = state.data
+        if data.replaying:
+            data.replaying = False
+        else:
+            self._log_order(state, messages)
         self._refresh_quality()
         outputs: list[Output] = self._apply_version_events()
         now = time.monotonic()
         for m in messages:
             raw = m.value() or b""
+            topic = topic_of(m)
+            data.pending_offsets[topic] = offset_of(m) + 1
             try:
+                if topic == self.t_by_model:
+                    sighting = sighting_of(m)
+                    if sighting is None:
+                        msg = "forwarded prediction without streammon.source headers"
+                        raise ContractError(msg)
+                    record = self.pred_serde.decode(raw)
+                    applied = data.evaluator.apply_prediction(record, *sighting)
+                    if applied is not None:
+                        outputs.extend(self._emission_output(e) for e in applied.emissions)
+                    continue
                 example = self.serde.decode(raw)
-            except SerializationError as exc:
+            except (SerializationError, ContractError) as exc:
                 error = f"{type(exc).__name__}: {exc}"
                 outputs.append(
                     Output(
@@ -272,7 +409,6 @@ class Evaluator(PartitionedService):
                 )
             outputs.extend(self._emission_output(e) for e in applied.emissions)
         if messages:
-            data.pending_offset = offset_of(messages[-1]) + 1
             data.dirty = True
         return outputs, None
 
@@ -294,13 +430,20 @@ class Evaluator(PartitionedService):
             fld = series_field(key)
             ops.hset("series", fld, self.codec.encode(series, SERIES_FORMAT))
             ops.hset("snapshots", fld, json.dumps(series.snapshot(), separators=(",", ":")))
-        offset = (
-            data.pending_offset
-            if data.pending_offset is not None
-            else (state.offsets[self.t_labeled])
-        )
-        ops.meta(f"offset:{self.t_labeled}", offset)
+        for mkey in sorted(ev.monitors_dirty):
+            mon = ev.monitors[mkey]
+            fld = series_field((*mkey, ""))
+            ops.hset("label_free", fld, self.codec.encode(mon, LABEL_FREE_FORMAT))
+            ops.hset("label_free_snapshots", fld, json.dumps(mon.snapshot(), separators=(",", ":")))
+        offsets = {**state.offsets, **data.pending_offsets}
+        for topic, off in offsets.items():
+            ops.meta(f"offset:{topic}", off)
+        ops.meta("order", "")
         ops.meta("dedupe", json.dumps({str(k): v for k, v in sorted(ev.last_sequence.items())}))
+        ops.meta(
+            "dedupe_sightings",
+            json.dumps({str(k): v for k, v in sorted(ev.last_sighting.items())}),
+        )
         ops.meta("dead_letters", data.dead_letters + data.pending_dead_letters)
         ops.meta("duplicates_dropped", ev.duplicates_dropped)
         ops.meta("alert_engine", json.dumps(ev.engine.to_state(), separators=(",", ":")))
@@ -317,14 +460,16 @@ class Evaluator(PartitionedService):
         )
         self.store.commit(state.scope, state.epoch, state.generation + 1, ops)
         state.generation += 1
-        state.offsets[self.t_labeled] = offset
+        state.offsets.update(offsets)
         data.dead_letters += data.pending_dead_letters
         data.pending_dead_letters = 0
-        data.pending_offset = None
+        data.pending_offsets = {}
+        data.order = []
         data.dirty = False
         data.last_checkpoint = time.monotonic()
         ev.dirty.clear()
-        log.debug("evaluator: checkpoint partition %d at offset %d", state.partition, offset)
+        ev.monitors_dirty.clear()
+        log.debug("evaluator: checkpoint partition %d at offsets %s", state.partition, offsets)
 
     # ---- data quality ---------------------------------------------------------------------
     def _refresh_quality(self) -> None:

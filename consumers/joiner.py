@@ -26,7 +26,7 @@ from typing import Any
 
 from confluent_kafka import Message
 
-from consumers.service import Output, PartitionedService, PartitionState
+from consumers.service import Output, PartitionedService, PartitionState, runs_of, take_planned
 from streaming.errors import ContractError, SerializationError
 from streaming.join import (
     EXPIRY_BY_OUTCOMES,
@@ -38,7 +38,7 @@ from streaming.join import (
     check_outcome,
     check_prediction,
 )
-from streaming.kafka_io import dead_letter_headers, offset_of, topic_of
+from streaming.kafka_io import dead_letter_headers, offset_of, sighting_headers, topic_of
 from streaming.serde import serde_for
 from streaming.settings import Settings
 from streaming.state_store import Ops, StateStore
@@ -69,6 +69,7 @@ class Joiner(PartitionedService):
         self.t_pred = settings.topic("predictions")
         self.t_out = settings.topic("outcomes")
         self.t_labeled = settings.topic("labeled")
+        self.t_by_model = settings.topic("predictions-by-model")
         self.t_dead = settings.topic("dead-letter")
         super().__init__(settings, store, topics=[self.t_pred, self.t_out], **kwargs)
         self.pred_serde = serde_for("PredictionEvent")
@@ -108,32 +109,13 @@ class Joiner(PartitionedService):
         self, state: PartitionState, plan: list[tuple[int, int]]
     ) -> list[Message] | None:
         """The messages of a stored intent, in its order, once all of them have arrived."""
-        topics = (self.t_pred, self.t_out)
-        last = {0: -1, 1: -1}
-        for t, off in plan:
-            last[t] = max(last[t], off)
-        per_topic: dict[int, list[Message]] = {
-            t: [m for m in state.queue if topic_of(m) == topics[t]] for t in (0, 1)
-        }
-        for t in (0, 1):
-            if last[t] >= 0 and (not per_topic[t] or offset_of(per_topic[t][-1]) < last[t]):
-                return None  # wait until every planned message has been fetched
-        taken: list[Message] = []
-        pos = {0: 0, 1: 0}
-        for t, off in plan:
-            q = per_topic[t]
-            while pos[t] < len(q) and offset_of(q[pos[t]]) <= off:
-                taken.append(q[pos[t]])
-                pos[t] += 1
-        taken_ids = {id(m) for m in taken}
-        state.queue[:] = [m for m in state.queue if id(m) not in taken_ids]
-        return taken
+        return take_planned(state, plan, [self.t_pred, self.t_out])
 
     # ---- processing -----------------------------------------------------------------------
     def process(self, state: PartitionState, messages: list[Message]) -> tuple[list[Output], Any]:
         data: JoinerPartition = state.data
         if not data.intent:
-            plan = _runs(messages, self.t_pred)
+            plan = runs_of(messages, [self.t_pred, self.t_out])
             self.store.commit(
                 state.scope,
                 state.epoch,
@@ -166,6 +148,7 @@ class Joiner(PartitionedService):
             data.watermark_outcomes,
             decode_prediction=self._decode_stored_prediction,
             decode_outcome=self.out_serde.decode,
+            track_sightings=self.settings.label_free_monitoring,
         )
         for (pid, kind, rec), msg in zip(decoded, messages, strict=True):
             topic = "predictions" if kind == 0 else "outcomes"
@@ -177,9 +160,20 @@ class Joiner(PartitionedService):
             else:
                 batch.add_outcome(pid, rec, raw, offset_of(msg))
         result = batch.finish(state.partition, data.sequence + 1)
+        # First sightings come first: their sequence numbers precede the batch's joins.
+        outputs = [
+            Output(
+                self.t_by_model,
+                s.raw,
+                s.key.encode(),
+                sighting_headers(state.partition, s.sequence),
+                timestamp_ms=_clamp_time(s.timestamp_ms),
+            )
+            for s in result.sightings
+        ]
         # The record timestamp is the join's event time, so the trainer can seek `labeled`
         # by event time with offsets_for_times.
-        outputs = [
+        outputs += [
             Output(
                 self.t_labeled,
                 self.labeled_serde.encode(ex.record, trusted=True),
@@ -257,7 +251,7 @@ class Joiner(PartitionedService):
             state.offsets[topic_of(m)] = max(state.offsets.get(topic_of(m), 0), offset_of(m) + 1)
         for topic, off in state.offsets.items():
             ops.meta(f"offset:{topic}", off)
-        sequence = data.sequence + len(result.joined)
+        sequence = data.sequence + len(result.sightings) + len(result.joined)
         ops.meta("watermark_predictions", result.watermark_predictions)
         ops.meta("watermark_outcomes", result.watermark_outcomes)
         ops.meta("sequence", sequence).meta("intent", "")
@@ -278,16 +272,8 @@ def _record_time(record: dict[str, Any]) -> int:
     ahead of this host's clock (brokers refuse timestamps more than
     ``message.timestamp.after.max.ms``, one hour by default, in the future)."""
     event_time = max(int(record["prediction_timestamp"]), int(record["outcome_timestamp"]))
+    return _clamp_time(event_time)
+
+
+def _clamp_time(event_time: int) -> int:
     return max(1, min(event_time, int(time.time() * 1000) + MAX_FUTURE_MS))
-
-
-def _runs(messages: list[Message], t_pred: str) -> list[tuple[int, int]]:
-    """Compress a message order into runs of ``(topic index, last offset)``."""
-    runs: list[tuple[int, int]] = []
-    for m in messages:
-        t = 0 if topic_of(m) == t_pred else 1
-        if runs and runs[-1][0] == t:
-            runs[-1] = (t, offset_of(m))
-        else:
-            runs.append((t, offset_of(m)))
-    return runs

@@ -33,6 +33,7 @@ from streaming.errors import FencedError
 from streaming.kafka_io import (
     OutRecord,
     consumer_config,
+    offset_of,
     partition_of,
     produce_acknowledged,
     producer_config,
@@ -62,6 +63,45 @@ class PartitionState:
     """Fetched messages not processed yet, in the order the consumer returned them."""
     data: Any = None
     """The subclass's in-process state (e.g. river bundles)."""
+
+
+def runs_of(messages: list[Message], topics: list[str]) -> list[tuple[int, int]]:
+    """Compress a message order into runs of ``(index in topics, last offset)``."""
+    runs: list[tuple[int, int]] = []
+    index = {t: i for i, t in enumerate(topics)}
+    for m in messages:
+        t = index[topic_of(m)]
+        if runs and runs[-1][0] == t:
+            runs[-1] = (t, offset_of(m))
+        else:
+            runs.append((t, offset_of(m)))
+    return runs
+
+
+def take_planned(
+    state: PartitionState, plan: list[tuple[int, int]], topics: list[str]
+) -> list[Message] | None:
+    """The messages of a stored order (runs of :func:`runs_of`) taken off ``state.queue`` in
+    that order, once all of them have been fetched; None to wait for more."""
+    last = dict.fromkeys(range(len(topics)), -1)
+    for t, off in plan:
+        last[t] = max(last[t], off)
+    per_topic: dict[int, list[Message]] = {
+        i: [m for m in state.queue if topic_of(m) == name] for i, name in enumerate(topics)
+    }
+    for t, queued in per_topic.items():
+        if last[t] >= 0 and (not queued or offset_of(queued[-1]) < last[t]):
+            return None  # wait until every planned message has been fetched
+    taken: list[Message] = []
+    pos = dict.fromkeys(per_topic, 0)
+    for t, off in plan:
+        q = per_topic[t]
+        while pos[t] < len(q) and offset_of(q[pos[t]]) <= off:
+            taken.append(q[pos[t]])
+            pos[t] += 1
+    taken_ids = {id(m) for m in taken}
+    state.queue[:] = [m for m in state.queue if id(m) not in taken_ids]
+    return taken
 
 
 class GracefulStop:

@@ -105,6 +105,69 @@ def _metric_rows(views: list[dict[str, Any]]) -> list[tuple[str, list[str]]]:
     return rows
 
 
+def _label_free_rows(views: list[dict[str, Any]]) -> list[tuple[str, list[str]]]:
+    """Rows of the label-free figures: reference, latest drift verdicts, estimated accuracy
+    beside realized, and the mean estimation error."""
+    lfs = [v.get("label_free") or {} for v in views]
+    if not any(lfs):
+        return []
+    rows: list[tuple[str, list[str]]] = []
+    rows.append(
+        (
+            "drift reference",
+            [
+                f"{lf['reference']['source']} ({lf['reference']['rows']})" if lf else "-"
+                for lf in lfs
+            ],
+        )
+    )
+    names: list[str] = []
+    for lf in lfs:
+        for w in (lf.get("windows") or {}) if lf else {}:
+            if w not in names:
+                names.append(w)
+    for w in names:
+        cells, est = [], []
+        for lf in lfs:
+            latest = ((lf.get("windows") or {}).get(w) or {}).get("latest") if lf else None
+            if not latest:
+                cells.append("-")
+                est.append("-")
+                continue
+            drift = latest.get("drift")
+            cells.append(
+                "too few"
+                if drift is None
+                else (", ".join(drift["drifted"]) if drift["drifted"] else "none")
+            )
+            est.append(_fmt((latest.get("estimated") or {}).get("estimated_accuracy")))
+        rows.append((f"drifted features ({w})", cells))
+        rows.append((f"estimated accuracy ({w})", est))
+    cells = []
+    for lf in lfs:
+        mae = ((lf.get("estimation") or {}).get("mean_abs_error") or {}).get("accuracy")
+        n = (lf.get("estimation") or {}).get("compared_windows", 0)
+        cells.append(f"{_fmt(mae)} over {n}" if lf and mae is not None else "-")
+    rows.append(("estimation error |acc| (windows)", cells))
+    return rows
+
+
+def _print_drift(console: Console, version: str, lf: dict[str, Any] | None) -> None:
+    """Per drifted feature of the latest windows: its statistics against their thresholds."""
+    for w, entry in ((lf or {}).get("windows") or {}).items():
+        drift = (entry.get("latest") or {}).get("drift")
+        if not drift or not drift["drifted"]:
+            continue
+        console.print(f"  [yellow]DRIFT[/yellow] v{version} {w} ({drift['n']} predictions):")
+        for f in drift["drifted"]:
+            fr = drift["features"][f]
+            stats = ", ".join(
+                f"{k} {_fmt(fr['statistics'].get(k))} (p {_fmt(p)})"
+                for k, p in fr["p_values"].items()
+            )
+            console.print(f"    {f}: {stats}; missing {_fmt(fr['missing_rate'])}")
+
+
 def render_status(console: Console, data: dict[str, Any]) -> None:
     """Per model: one table, a column per version (and all versions), a row per figure."""
     if not data["models"]:
@@ -158,7 +221,11 @@ def render_status(console: Console, data: dict[str, Any]) -> None:
                 cells.append(f"{det.get('state')} {det.get('alarms', 0)}{where}")
             table.add_row(f"{d} (state alarms @last)", *cells)
         table.add_row("last event (UTC)", *[_time(v.get("last_event_time_ms")) for v in views])
+        for label, values in _label_free_rows(views):
+            table.add_row(label, *values)
         console.print(table)
+        for version, v in columns:
+            _print_drift(console, version, v.get("label_free"))
         alerts = model.get("alerts") or {}
         for a in alerts.get("firing") or []:
             console.print(f"  [red]FIRING[/red] {a['rule']} v{a['version']} ({a['severity']})")

@@ -52,6 +52,7 @@ from streaming.training import (
     frame_for,
     gate,
     not_enough_data,
+    output_profile,
     reference_profile,
 )
 
@@ -294,6 +295,7 @@ class Trainer:
             margin=self.config.promotion_margin,
         )
         profile = reference_profile(result.train.X, result.train.y)
+        profile.update(output_profile(result.estimator, holdout.X, holdout.y))
         params = {"kind": result.kind, **result.params}
         version = self.registry.register(
             model,

@@ -9,7 +9,8 @@ resolution, and a :class:`RetrainEmission` (a ``RetrainRequest`` record) when a 
 ``retrain = true`` starts firing and the :class:`RetrainPolicy` allows it.
 
 Decisions depend only on the inputs, never on the wall clock: "now" is the largest event time
-seen for the model (so it never goes backwards), and ids are digests of what they identify.
+seen for the model (so it never goes backwards; prediction-stream rules have a clock of their
+own), and ids are digests of what they identify.
 An engine restored with :meth:`AlertEngine.from_state` and fed the same inputs in the same
 order re-emits identical records, so consumers can drop duplicates by id.
 
@@ -92,6 +93,7 @@ __all__ = [
     "AlertEngine",
     "AlertRule",
     "AlertTransition",
+    "DataDriftRule",
     "DataQualityRule",
     "DetectorRule",
     "Emission",
@@ -108,8 +110,47 @@ ALL_VERSIONS: Final = "*"
 
 CLASSIFICATION_METRICS: Final = ("accuracy", "precision", "recall", "f1", "log_loss", "roc_auc")
 REGRESSION_METRICS: Final = ("mae", "rmse", "r2")
-THRESHOLD_METRICS: Final = (*CLASSIFICATION_METRICS, *REGRESSION_METRICS, "label_delay_p95_ms")
-"""Metric names a threshold rule may watch."""
+PREDICTION_METRICS: Final = (
+    "estimated_accuracy",
+    "estimated_precision",
+    "estimated_recall",
+    "estimated_f1",
+    "drifted_features",
+)
+"""Metrics computed from predictions alone, over a drift window (see
+:mod:`streaming.labelfree`); ``<statistic>:<feature>`` names one feature's drift value."""
+FEATURE_METRIC_PREFIXES: Final = (
+    "psi",
+    "jensen_shannon",
+    "ks",
+    "wasserstein",
+    "chi2",
+    "missing_rate",
+    "out_of_range_rate",
+)
+THRESHOLD_METRICS: Final = (
+    *CLASSIFICATION_METRICS,
+    *REGRESSION_METRICS,
+    "label_delay_p95_ms",
+    *PREDICTION_METRICS,
+)
+"""Metric names a threshold rule may watch (plus ``<statistic>:<feature>``, e.g.
+``psi:age``, with a statistic of :data:`FEATURE_METRIC_PREFIXES`)."""
+
+
+def is_prediction_metric(name: str) -> bool:
+    """Whether a threshold-rule metric comes from the prediction stream (a drift window).
+
+    >>> is_prediction_metric("estimated_f1"), is_prediction_metric("psi:age")
+    (True, True)
+    >>> is_prediction_metric("accuracy"), is_prediction_metric("psi:")
+    (False, False)
+    """
+    if name in PREDICTION_METRICS:
+        return True
+    prefix, sep, feature = name.partition(":")
+    return bool(sep and feature) and prefix in FEATURE_METRIC_PREFIXES
+
 
 DATA_QUALITY_CHECKS: Final = (
     "unlabeled_rate",
@@ -121,10 +162,12 @@ DATA_QUALITY_CHECKS: Final = (
 PLACEHOLDERS: Final = ("model", "version", "value", "threshold", "rule", "metric", "window")
 """Placeholders an annotation template may use (``{value:.3f}`` takes a format spec)."""
 
-RESERVED_LABELS: Final = frozenset({"alertname", "model", "version", "severity"})
+RESERVED_LABELS: Final = frozenset({"alertname", "model", "version", "severity", "feature"})
 """Labels the engine sets on every alert; rules cannot set them."""
 
-RESERVED_ANNOTATIONS: Final = frozenset({"inhibited_by", "retrain", "resolved_reason"})
+RESERVED_ANNOTATIONS: Final = frozenset(
+    {"inhibited_by", "retrain", "resolved_reason", "drifted_features"}
+)
 """Annotations the engine sets; rules cannot set them."""
 
 Op: TypeAlias = Literal["<", "<=", ">", ">="]
@@ -136,6 +179,8 @@ _OPS: Final[Mapping[str, Callable[[float, float], bool]]] = {
 }
 _NUMERIC_PLACEHOLDERS: Final = frozenset({"value", "threshold"})
 _LABEL_NAME: Final = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+FEATURE_SEP: Final = "\x1f"
+"""Separates rule name and feature in the key of a per-feature data-drift alert."""
 _STATE_FORMAT: Final = "streammon.alerting.engine"
 _STATE_VERSION: Final = 1
 _HOUR_MS: Final = 3_600_000
@@ -295,8 +340,12 @@ class ThresholdRule(_RuleBase):
     @field_validator("metric")
     @classmethod
     def _known_metric(cls, value: str) -> str:
-        if value not in THRESHOLD_METRICS:
-            msg = f"unknown metric {value!r} (known: {', '.join(THRESHOLD_METRICS)})"
+        if value not in THRESHOLD_METRICS and not is_prediction_metric(value):
+            msg = (
+                f"unknown metric {value!r} (known: {', '.join(THRESHOLD_METRICS)}, "
+                f"or <statistic>:<feature> with a statistic of "
+                f"{', '.join(FEATURE_METRIC_PREFIXES)})"
+            )
             raise ValueError(msg)
         return value
 
@@ -324,12 +373,51 @@ class DataQualityRule(_RuleBase):
     for_ms: int = Field(default=0, ge=0)
 
 
-AlertRule = Annotated[ThresholdRule | DetectorRule | DataQualityRule, Field(discriminator="type")]
+class DataDriftRule(_RuleBase):
+    """Fire when a closed drift window finds at least ``min_features`` drifted features (or
+    outputs: ``output:prediction``, ``output:score``), judged under the false-alarm budget
+    (see :mod:`streaming.datadrift`). Needs no labels."""
+
+    type: Literal["data_drift"] = "data_drift"
+    window: str | None = None
+    """A configured drift window (``drift_windows``); None: the first one."""
+    min_features: int = Field(default=1, ge=1)
+    features: list[str] | None = None
+    """Only these features (and outputs) count; None: all."""
+    for_windows: int = Field(default=0, ge=0)
+    """Further consecutive drifted windows needed before firing."""
+    resolve_after_windows: int = Field(default=1, ge=1)
+    """Consecutive windows without drift that resolve a firing alert."""
+
+
+AlertRule = Annotated[
+    ThresholdRule | DetectorRule | DataQualityRule | DataDriftRule, Field(discriminator="type")
+]
 """One alert rule of any type, chosen by its ``type`` field."""
 
-Rule: TypeAlias = ThresholdRule | DetectorRule | DataQualityRule
+Rule: TypeAlias = ThresholdRule | DetectorRule | DataQualityRule | DataDriftRule
 _RULE_ADAPTER: TypeAdapter[Rule] = TypeAdapter(AlertRule)
-_RULE_TYPES: Final = ("threshold", "detector", "data_quality")
+_RULE_TYPES: Final = ("threshold", "detector", "data_quality", "data_drift")
+
+
+def rule_stream(rule: Rule) -> Literal["labeled", "predictions"]:
+    """Which stream a rule is evaluated on: data-drift rules and threshold rules on
+    :func:`is_prediction_metric` metrics run when a drift window closes; the rest after each
+    labeled example."""
+    if isinstance(rule, DataDriftRule):
+        return "predictions"
+    if isinstance(rule, ThresholdRule) and is_prediction_metric(rule.metric):
+        return "predictions"
+    return "labeled"
+
+
+def rule_window(rule: Rule, drift_windows: Sequence[str]) -> str | None:
+    """The drift window a prediction-stream rule reads (None for labeled-stream rules)."""
+    if isinstance(rule, DataDriftRule):
+        return rule.window or (drift_windows[0] if drift_windows else None)
+    if isinstance(rule, ThresholdRule) and is_prediction_metric(rule.metric):
+        return rule.window
+    return None
 
 
 def validate_rules(
@@ -337,6 +425,7 @@ def validate_rules(
     *,
     windows: Collection[str],
     detectors: Collection[str],
+    drift_windows: Sequence[str] = (),
     where: str = "alert_rules",
 ) -> list[Rule]:
     """Check rules against the configured windows and detectors; return them parsed.
@@ -355,7 +444,7 @@ def validate_rules(
     parsed: list[Rule] = []
     problems: list[str] = []
     for i, raw in enumerate(rules):
-        if isinstance(raw, ThresholdRule | DetectorRule | DataQualityRule):
+        if isinstance(raw, ThresholdRule | DetectorRule | DataQualityRule | DataDriftRule):
             parsed.append(raw)
             continue
         name = raw.get("name") if isinstance(raw, Mapping) else None
@@ -382,7 +471,14 @@ def validate_rules(
         if rule.name in seen:
             problems.append(f"{label}.name: duplicate rule name {rule.name!r}")
         seen.add(rule.name)
-        if isinstance(rule, ThresholdRule) and rule.window not in known_windows:
+        if rule_stream(rule) == "predictions":
+            window = rule_window(rule, drift_windows)
+            if window not in drift_windows:
+                shown = ", ".join(drift_windows) or "none"
+                problems.append(
+                    f"{label}.window: {window!r} is not a drift window (drift_windows: {shown})"
+                )
+        elif isinstance(rule, ThresholdRule) and rule.window not in known_windows:
             problems.append(
                 f"{label}.window: unknown window {rule.window!r} "
                 f"(configured: {', '.join(known_windows)})"
@@ -448,6 +544,17 @@ class RuleInput:
     """Data-quality values by check name; a missing or None value is unknown."""
     rules: Sequence[Rule] = ()
     """The effective rules of the model (see :func:`rules_for`)."""
+    stream: Literal["labeled", "predictions"] = "labeled"
+    """Only rules of this stream are stepped (see :func:`rule_stream`); the rest keep their
+    state."""
+    closed_window: str | None = None
+    """For the prediction stream: the drift window that just closed (only its rules step)."""
+    drifted: Mapping[str, Sequence[str]] = field(default_factory=dict)
+    """For the prediction stream: drifted features per drift window, most significant first."""
+    drift_windows: Sequence[str] = ()
+    labeled: int | None = None
+    """Labeled events of the version, for the retrain policy's ``min_labeled`` (default:
+    ``position``)."""
 
     @classmethod
     def from_snapshot(
@@ -613,6 +720,8 @@ class _Alert:
     """Counted alarms ``[position, event_time_ms]`` that may still count, oldest first."""
     last_alarm: int | None = None
     """Position of the newest counted alarm."""
+    feature: str | None = None
+    """Data-drift alerts: the feature (or output) the alert is about."""
 
     def to_state(self) -> dict[str, Any]:
         return {
@@ -633,6 +742,7 @@ class _Alert:
             "alarm_mark": self.alarm_mark,
             "alarms": [list(a) for a in self.alarms],
             "last_alarm": self.last_alarm,
+            "feature": self.feature,
         }
 
     @classmethod
@@ -655,6 +765,7 @@ class _Alert:
             alarm_mark=_int(data["alarm_mark"]),
             alarms=[[_int(p), _int(t)] for p, t in data["alarms"]],
             last_alarm=None if data["last_alarm"] is None else _int(data["last_alarm"]),
+            feature=None if data.get("feature") is None else _str(data["feature"]),
         )
         if out.status not in ("inactive", "pending", "firing") or out.kind not in _RULE_TYPES:
             msg = f"bad alert status {out.status!r} or kind {out.kind!r} in alerting state"
@@ -665,7 +776,10 @@ class _Alert:
 @dataclass
 class _ModelState:
     clock: int
-    """Largest event time seen for the model: the engine's "now"."""
+    """Largest event time of the labeled stream seen for the model: the engine's "now"."""
+    prediction_clock: int | None = None
+    """Largest prediction event time seen at a closed drift window: "now" of the
+    prediction-stream rules."""
     last_request_id: str | None = None
     last_request_at: int | None = None
     in_flight_id: str | None = None
@@ -674,6 +788,7 @@ class _ModelState:
     def to_state(self) -> dict[str, Any]:
         return {
             "clock": self.clock,
+            "prediction_clock": self.prediction_clock,
             "last_request_id": self.last_request_id,
             "last_request_at": self.last_request_at,
             "in_flight_id": self.in_flight_id,
@@ -690,6 +805,7 @@ class _ModelState:
 
         return cls(
             clock=_int(data["clock"]),
+            prediction_clock=opt_int(data.get("prediction_clock")),
             last_request_id=opt_str(data["last_request_id"]),
             last_request_at=opt_int(data["last_request_at"]),
             in_flight_id=opt_str(data["in_flight_id"]),
@@ -735,6 +851,8 @@ class _Transition:
     gone_reason: str = "the rule no longer applies to this model"
     retrain_note: str | None = None
     inhibited_by: str | None = None
+    features: list[str] | None = None
+    """Data-drift rules: the drifted features of the window that caused the transition."""
 
 
 # --------------------------------------------------------------------------- engine
@@ -768,10 +886,15 @@ class AlertEngine:
         version = ALL_VERSIONS if inp.version in (None, ALL_VERSIONS) else str(inp.version)
         ms = self._models.get(model)
         if ms is None:
-            ms = self._models[model] = _ModelState(clock=inp.event_time_ms)
-        ms.clock = max(ms.clock, inp.event_time_ms)
-        now = ms.clock
-        self._expire(ms, self.policy_for(model))
+            first = inp.event_time_ms if inp.stream == "labeled" else 0
+            ms = self._models[model] = _ModelState(clock=first)
+        if inp.stream == "labeled":
+            ms.clock = max(ms.clock, inp.event_time_ms)
+            now = ms.clock
+        else:  # prediction times run ahead of outcome times: a clock of their own
+            ms.prediction_clock = max(ms.prediction_clock or inp.event_time_ms, inp.event_time_ms)
+            now = ms.prediction_clock
+        self._expire(ms, self.policy_for(model), now)
 
         rules = [r for r in inp.rules if r.models is None or model in r.models]
         names: set[str] = set()
@@ -783,6 +906,15 @@ class AlertEngine:
 
         transitions: list[_Transition] = []
         for rule in rules:
+            if rule_stream(rule) != inp.stream:
+                continue
+            if inp.stream == "predictions" and (
+                rule_window(rule, inp.drift_windows) != inp.closed_window
+            ):
+                continue
+            if isinstance(rule, DataDriftRule):
+                transitions.extend(self._step_drift_rule(rule, model, version, inp, now))
+                continue
             key = (model, version, rule.name)
             alert = self._alerts.get(key)
             if alert is None or alert.kind != rule.type:
@@ -793,17 +925,18 @@ class AlertEngine:
             t = self._step(rule, alert, inp, now)
             if t is not None:
                 transitions.append(t)
-            if alert.status == "inactive" and alert.kind != "detector":
+            if alert.status == "inactive" and alert.kind not in ("detector", "data_drift"):
                 del self._alerts[key]
         for key in sorted(k for k in self._alerts if k[:2] == (model, version)):
-            if key[2] not in names:
+            if key[2].split(FEATURE_SEP)[0] not in names:
                 gone = self._alerts.pop(key)
                 if gone.status == "firing":
                     transitions.append(_Transition(gone, "resolved", None, None))
 
+        labeled = inp.position if inp.labeled is None else inp.labeled
         for t in transitions:
             if t.status == "firing" and t.rule is not None and t.rule.retrain:
-                self._retrain(t, ms, inp.position, now)
+                self._retrain(t, ms, labeled, now)
         for t in transitions:
             if t.status == "firing" and t.alert.kind == "detector" and ms.in_flight_id:
                 own = t.request is not None and t.request["request_id"] == ms.in_flight_id
@@ -820,6 +953,7 @@ class AlertEngine:
     def _step(self, rule: Rule, alert: _Alert, inp: RuleInput, now: int) -> _Transition | None:
         if isinstance(rule, DetectorRule):
             return self._step_detector(rule, alert, inp, now)
+        assert not isinstance(rule, DataDriftRule)  # stepped per feature, by _step_drift_rule
         value = self._value(rule, inp)
         if value is None:
             return None  # unknown: state unchanged
@@ -889,6 +1023,76 @@ class AlertEngine:
             return _Transition(alert, "resolved", count, rule)
         return None
 
+    def _step_drift_rule(
+        self, rule: DataDriftRule, model: str, version: str, inp: RuleInput, now: int
+    ) -> list[_Transition]:
+        """One alert per drifted feature (label ``feature``), so each shifted feature fires
+        and resolves on its own; ``min_features`` gates them all."""
+        out: list[_Transition] = []
+        old = self._alerts.get((model, version, rule.name))
+        if old is not None:  # the rule had another type before
+            del self._alerts[(model, version, rule.name)]
+            if old.status == "firing":
+                out.append(_Transition(old, "resolved", None, None))
+        window = rule_window(rule, inp.drift_windows) or ""
+        if inp.metric(window, "drifted_features") is None:
+            return out  # too few events in the window: unknown
+        drifted = [
+            f for f in inp.drifted.get(window, ()) if rule.features is None or f in rule.features
+        ]
+        gate = len(drifted) >= rule.min_features
+        prefix = f"{rule.name}{FEATURE_SEP}"
+        tracked = [
+            k[2][len(prefix) :]
+            for k in sorted(self._alerts)
+            if k[:2] == (model, version) and k[2].startswith(prefix)
+        ]
+        for feature in [*drifted, *(f for f in tracked if f not in drifted)]:
+            key = (model, version, prefix + feature)
+            alert = self._alerts.get(key)
+            if alert is None:
+                alert = self._alerts[key] = _Alert(
+                    rule=rule.name, model=model, version=version, kind=rule.type, feature=feature
+                )
+            t = self._step_drift(rule, alert, gate and feature in drifted, drifted, inp, now)
+            if t is not None:
+                out.append(t)
+            if alert.status == "inactive":
+                del self._alerts[key]
+        return out
+
+    def _step_drift(
+        self,
+        rule: DataDriftRule,
+        alert: _Alert,
+        is_drifted: bool,
+        drifted: list[str],
+        inp: RuleInput,
+        now: int,
+    ) -> _Transition | None:
+        value = float(len(drifted))
+        if is_drifted:
+            if alert.status == "firing":
+                alert.held = 0
+                return None
+            if alert.status == "inactive":
+                alert.status, alert.since_ms, alert.held = "pending", now, 0
+            else:
+                alert.held += 1
+            if alert.held >= rule.for_windows:
+                self._fire(alert, rule, inp.position, now, float(rule.min_features))
+                alert.held = 0
+                return _Transition(alert, "firing", value, rule, features=drifted)
+            return None
+        if alert.status == "firing":
+            alert.held += 1
+            if alert.held >= rule.resolve_after_windows:
+                alert.status, alert.held = "inactive", 0
+                return _Transition(alert, "resolved", value, rule, features=drifted)
+            return None
+        alert.status, alert.held = "inactive", 0
+        return None
+
     def _fire(self, alert: _Alert, rule: Rule, position: int, now: int, threshold: float) -> None:
         version = alert.version
         labels = {
@@ -898,6 +1102,8 @@ class AlertEngine:
             "version": version,
             "severity": rule.severity,
         }
+        if alert.feature is not None:
+            labels["feature"] = alert.feature
         alert.status = "firing"
         alert.starts_at = now
         alert.start_position = position
@@ -910,8 +1116,8 @@ class AlertEngine:
 
     # ---------------------------------------------------------------- retrain
 
-    def _expire(self, ms: _ModelState, policy: RetrainPolicy) -> None:
-        if ms.in_flight_at is not None and ms.clock - ms.in_flight_at >= policy.max_in_flight_ms:
+    def _expire(self, ms: _ModelState, policy: RetrainPolicy, now: int) -> None:
+        if ms.in_flight_at is not None and now - ms.in_flight_at >= policy.max_in_flight_ms:
             ms.in_flight_id = ms.in_flight_at = None
 
     def _retrain(self, t: _Transition, ms: _ModelState, position: int, now: int) -> None:
@@ -941,7 +1147,9 @@ class AlertEngine:
             alert.starts_at,
             alert.start_position,
         )
-        rule_desc = _describe_value(t.rule, alert, t.value) if t.rule is not None else ""
+        rule_desc = (
+            _describe_value(t.rule, alert, t.value, t.features) if t.rule is not None else ""
+        )
         t.request = {
             "request_id": request_id,
             "model_name": alert.model,
@@ -1013,6 +1221,7 @@ class AlertEngine:
                 "fingerprint": a.fingerprint,
                 "severity": a.severity,
                 "starts_at": a.starts_at,
+                **({"feature": a.feature} if a.feature is not None else {}),
             }
             for _, a in sorted(self._alerts.items())
             if a.status == "firing" and (model is None or a.model == model)
@@ -1028,7 +1237,9 @@ class AlertEngine:
                 "resolved_reason": t.gone_reason,
             }
         else:
-            annotations = _annotations(t.rule, alert, t.status, t.value)
+            annotations = _annotations(t.rule, alert, t.status, t.value, t.features)
+            if t.features is not None:
+                annotations["drifted_features"] = ", ".join(t.features) or "none"
             if t.retrain_note is not None:
                 annotations["retrain"] = t.retrain_note
             if t.inhibited_by is not None:
@@ -1121,6 +1332,8 @@ def _span(rule: DetectorRule) -> str:
 def _context(rule: Rule, alert: _Alert, value: float | None) -> dict[str, str | float | None]:
     if isinstance(rule, ThresholdRule):
         metric, window, threshold = rule.metric, rule.window, rule.threshold
+    elif isinstance(rule, DataDriftRule):
+        metric, window, threshold = "drifted_features", rule.window or "drift", rule.min_features
     elif isinstance(rule, DetectorRule):
         metric, window, threshold = rule.detector, _span(rule), float(rule.min_alarms)
     else:
@@ -1136,7 +1349,15 @@ def _context(rule: Rule, alert: _Alert, value: float | None) -> dict[str, str | 
     }
 
 
-def _describe_value(rule: Rule, alert: _Alert, value: float | None) -> str:
+def _describe_value(
+    rule: Rule, alert: _Alert, value: float | None, features: Sequence[str] | None = None
+) -> str:
+    if isinstance(rule, DataDriftRule):
+        names = ", ".join(features or []) or "none"
+        return (
+            f"data drift in {alert.feature} over {rule.window or 'the drift window'} "
+            f"(drifted in the window: {names})"
+        )
     if isinstance(rule, ThresholdRule):
         return f"{rule.metric} over {rule.window} is {_num(value)} {rule.op} {_num(rule.threshold)}"
     if isinstance(rule, DataQualityRule):
@@ -1147,12 +1368,23 @@ def _describe_value(rule: Rule, alert: _Alert, value: float | None) -> str:
     )
 
 
-def _annotations(rule: Rule, alert: _Alert, status: str, value: float | None) -> dict[str, str]:
+def _annotations(
+    rule: Rule,
+    alert: _Alert,
+    status: str,
+    value: float | None,
+    features: Sequence[str] | None = None,
+) -> dict[str, str]:
     context = _context(rule, alert, value)
     out = {k: _render(v, context) for k, v in rule.annotations.items()}
     who = f"{alert.model} {_shown_version(alert.version)}"
     if status == "firing":
-        summary = f"{who}: {_describe_value(rule, alert, value)}"
+        summary = f"{who}: {_describe_value(rule, alert, value, features)}"
+    elif isinstance(rule, DataDriftRule):
+        summary = (
+            f"{who}: no data drift in {alert.feature} over {rule.window or 'the drift window'} "
+            f"for {rule.resolve_after_windows} windows"
+        )
     elif isinstance(rule, DetectorRule):
         summary = (
             f"{who}: no rising-error alarm of detector {rule.detector} "
@@ -1172,6 +1404,13 @@ def _annotations(rule: Rule, alert: _Alert, status: str, value: float | None) ->
             f"Rule {rule.name} fires when {rule.metric} over window {rule.window} is "
             f"{rule.op} {_num(rule.threshold)} (with at least {rule.min_samples} samples) for "
             f"{rule.for_events} more evaluations and {rule.for_ms} ms of event time."
+        )
+    elif isinstance(rule, DataDriftRule):
+        description = (
+            f"Rule {rule.name} fires for a feature when {rule.for_windows + 1} consecutive "
+            f"windows of {rule.window or 'the first drift window'} find it drifted (with at "
+            f"least {rule.min_features} drifted features in the window) under the false-alarm "
+            f"budget, and resolves after {rule.resolve_after_windows} windows without."
         )
     elif isinstance(rule, DataQualityRule):
         description = (

@@ -4,7 +4,9 @@ Pure and deterministic given a seed. :func:`applications` yields the stream of t
 applications from river's ``Agrawal`` generator (salary, commission, age, elevel, car,
 zipcode, hvalue, hyears, loan) whose true approval rule is classification function
 :data:`BEFORE_FUNCTION` (age bands) before position ``drift_at`` and
-:data:`AFTER_FUNCTION` (age and education level) from there on. A model of the first concept
+:data:`AFTER_FUNCTION` (age and education level) from there on. At the same point the loans
+asked for grow by :data:`LOAN_SHIFT` (a change of the inputs that label-free monitoring sees
+at once; neither rule depends on the loan). A model of the first concept
 is right about half the time on the second (:func:`initial_model` on 3 000 rows: about 0.95
 before the change, 0.47 after), and a model refitted on a few hundred rows of the second
 concept is back above 0.9.
@@ -82,6 +84,9 @@ AFTER_FUNCTION: Final = 2
 """Agrawal classification function after the change: age bands combined with elevel."""
 PERTURBATION: Final = 0.05
 """Agrawal feature noise, so that no model is perfect."""
+LOAN_SHIFT: Final = 1.5
+"""From the change on, applicants ask for loans this many times larger: a shift of the input
+distribution that no approval rule looks at, visible before any label (data drift)."""
 MODEL_KIND: Final = "hist_gradient_boosting"
 """Pipeline kind (``streaming.training``) of the initial model and the periodic baseline."""
 _ID_PREFIX: Final = "app-"
@@ -209,10 +214,13 @@ def applications(
     for i in range(events):
         concept = BEFORE_FUNCTION if i < drift_at else AFTER_FUNCTION
         x, y = next(old) if i < drift_at else next(new)
+        row = _row(x)
+        if i >= drift_at:
+            row["loan"] = row["loan"] * LOAN_SHIFT
         yield Application(
             index=i,
             prediction_id=prediction_id_of(i),
-            features=_row(x),
+            features=row,
             label=int(y),
             event_time_ms=event_time_of(i, start_ms, rate),
             label_delay_ms=delays.draw(rng),

@@ -35,12 +35,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from streaming.alerting import AlertEngine, Emission, Rule, RuleInput
+from streaming.alerting import AlertEngine, Emission, Rule, RuleInput, rule_stream
 from streaming.detectors import DetectorBundle, parse_detector_spec
 from streaming.metrics import MetricBundle, error_of, parse_window
 from streaming.settings import ModelConfig
+
+if TYPE_CHECKING:
+    from streaming.datadrift import Reference
+    from streaming.labelfree import LabelFreeConfig, LabelFreeMonitor
 
 SeriesKey = tuple[str, str, str]
 Task = Literal["classification", "regression"]
@@ -142,19 +146,30 @@ class PartitionEvaluator:
         *,
         rules_for: Callable[[str], list[Rule]] | None = None,
         engine: AlertEngine | None = None,
+        label_free_for: Callable[[str], LabelFreeConfig] | None = None,
+        reference_for: Callable[[str, str], Reference | None] | None = None,
     ) -> None:
         self.config_for = config_for
         self.rules_for = rules_for
         # per-model lookups are fixed for the process: resolve them once, not per example
         self._configs: dict[str, ModelConfig] = {}
         self._rules: dict[str, list[Rule]] = {}
+        self._labeled_rules: dict[str, bool] = {}
         self.engine = engine or AlertEngine()
         self.series: dict[SeriesKey, Series] = {}
         self.last_sequence: dict[int, int] = {}
         """Highest ``source_sequence`` applied per joiner partition (duplicate suppression)."""
+        self.last_sighting: dict[int, int] = {}
+        """The same for forwarded predictions (their own topic, so their own marks)."""
         self.dirty: set[SeriesKey] = set()
         self.duplicates_dropped = 0
         self.quality: dict[tuple[str, str], dict[str, float | None]] = {}
+        self.label_free_for = label_free_for
+        self.reference_for = reference_for
+        self._label_free: dict[str, LabelFreeConfig] = {}
+        self.monitors: dict[tuple[str, str], LabelFreeMonitor] = {}
+        """Label-free monitors by (model, version) (see :mod:`streaming.labelfree`)."""
+        self.monitors_dirty: set[tuple[str, str]] = set()
 
     def rule_input(self, series: Series, rules: list[Rule], **quality: float | None) -> RuleInput:
         """The alert engine's view of a version series right now."""
@@ -178,15 +193,83 @@ class PartitionEvaluator:
             rules=rules,
         )
 
+    def _fresh(self, marks: dict[int, int], src: int, seq: int) -> bool:
+        if seq <= marks.get(src, 0):
+            self.duplicates_dropped += 1
+            return False
+        marks[src] = seq
+        return True
+
+    def _model_rules(self, model: str) -> list[Rule]:
+        rules = self._rules.get(model)
+        if rules is None:
+            rules = self._rules[model] = self.rules_for(model) if self.rules_for else []
+        return rules
+
+    def monitor_for(self, model: str, version: str) -> LabelFreeMonitor | None:
+        """The version's label-free monitor, created on first use (None when off)."""
+        key = (model, version)
+        mon = self.monitors.get(key)
+        if mon is None and self.label_free_for is not None:
+            from streaming.labelfree import LabelFreeMonitor
+
+            cfg = self._label_free.get(model)
+            if cfg is None:
+                cfg = self._label_free[model] = self.label_free_for(model)
+            ref = self.reference_for(model, version) if self.reference_for else None
+            mon = self.monitors[key] = LabelFreeMonitor(model, version, cfg, ref)
+        return mon
+
+    def apply_prediction(
+        self, record: dict[str, Any], source_partition: int, source_sequence: int
+    ) -> Applied | None:
+        """Apply one forwarded prediction (label-free monitoring); None for a duplicate."""
+        if not self._fresh(self.last_sighting, source_partition, source_sequence):
+            return None
+        model, version = record["model_name"], record["model_version"]
+        mon = self.monitor_for(model, version)
+        if mon is None:
+            return Applied([], [])
+        self.monitors_dirty.add((model, version))
+        closed = mon.observe(record)
+        emissions: list[Emission] = []
+        rules = self._model_rules(model)
+        if closed and any(rule_stream(r) == "predictions" for r in rules):
+            series = self.series.get((model, version, ""))
+            windows = [w.name for w in mon.config.windows]
+            for name in closed:
+                latest = mon.latest[name]
+                emissions.extend(
+                    self.engine.evaluate(
+                        RuleInput(
+                            model=model,
+                            version=version,
+                            position=mon.seen,
+                            event_time_ms=int(record["timestamp"]),
+                            metric=mon.metric,
+                            samples=mon.samples,
+                            rules=rules,
+                            stream="predictions",
+                            closed_window=name,
+                            drifted={name: latest.drift.drifted if latest.drift else []},
+                            drift_windows=windows,
+                            labeled=series.position if series is not None else 0,
+                        )
+                    )
+                )
+        return Applied([], emissions)
+
     def apply(self, example: dict[str, Any]) -> Applied | None:
         """Apply one example; return the alarms and emissions it caused, or None for a
         duplicate."""
         src, seq = int(example["source_partition"]), int(example["source_sequence"])
-        if seq <= self.last_sequence.get(src, 0):
-            self.duplicates_dropped += 1
+        if not self._fresh(self.last_sequence, src, seq):
             return None
-        self.last_sequence[src] = seq
         model, version = example["model_name"], example["model_version"]
+        mon = self.monitors.get((model, version))
+        if mon is not None:
+            mon.observe_label(example)
+            self.monitors_dirty.add((model, version))
         cfg = self._configs.get(model)
         if cfg is None:
             cfg = self._configs[model] = self.config_for(model)
@@ -203,10 +286,10 @@ class PartitionEvaluator:
             fired.extend((key, a) for a in series.update(example))
             self.dirty.add(key)
         emissions: list[Emission] = []
-        rules = self._rules.get(model)
-        if rules is None:
-            rules = self._rules[model] = self.rules_for(model) if self.rules_for else []
-        if rules:
+        rules = self._model_rules(model)
+        if self._labeled_rules.get(model) is None:
+            self._labeled_rules[model] = any(rule_stream(r) == "labeled" for r in rules)
+        if self._labeled_rules[model]:
             emissions = self.engine.evaluate(self.rule_input(self.series[keys[1]], rules))
         return Applied(fired, emissions)
 

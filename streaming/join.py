@@ -119,6 +119,18 @@ class JoinedExample:
     record: dict[str, Any]
 
 
+@dataclass
+class Sighting:
+    """The first sighting of a prediction, forwarded to ``predictions-by-model`` (key: model
+    name) for label-free monitoring: the original bytes and a sequence number from the same
+    counter as the joined examples."""
+
+    key: str
+    raw: bytes
+    timestamp_ms: int
+    sequence: int = 0
+
+
 @dataclass(frozen=True)
 class DeadLetter:
     """A message that breaks the contract: its original bytes and why."""
@@ -138,6 +150,8 @@ class JoinResult:
     counters: Counter[tuple[str, str, str]]
     watermark_predictions: int
     watermark_outcomes: int
+    sightings: list[Sighting] = field(default_factory=list)
+    """First sightings of predictions (numbered before the joined examples of the batch)."""
 
 
 def label_type(value: object) -> str:
@@ -196,10 +210,13 @@ class JoinBatch:
     decode_prediction: Any = None
     """``bytes -> dict`` used to rebuild a stored prediction at join time."""
     decode_outcome: Any = None
+    track_sightings: bool = False
+    """Collect the first sighting of every prediction (see :class:`Sighting`)."""
 
     joined: list[JoinedExample] = field(default_factory=list)
     dead_letters: list[DeadLetter] = field(default_factory=list)
     counters: Counter[tuple[str, str, str]] = field(default_factory=Counter)
+    sightings: list[Sighting] = field(default_factory=list)
     _dirty: set[str] = field(default_factory=set)
     _decoded: dict[str, dict[str, Any]] = field(default_factory=dict)
 
@@ -212,6 +229,7 @@ class JoinBatch:
         entry = self.entries.get(pid)
         if entry is None:
             self._count(model, version, "predictions")
+            self._sighted(model, raw, ts)
             self._set(pid, Entry(PENDING_PREDICTION, model, version, ts, raw, b"", offset))
             self._decoded[pid] = record
             return
@@ -220,6 +238,7 @@ class JoinBatch:
             return
         # an outcome was waiting for this prediction
         self._count(model, version, "predictions")
+        self._sighted(model, raw, ts)
         if entry.duplicates:
             self._count(model, version, "duplicate_outcomes", entry.duplicates)
         outcome = self._decode_outcome(entry.outcome)
@@ -285,9 +304,12 @@ class JoinBatch:
                     self._count(entry.model, entry.version, "duplicate_outcomes", entry.duplicates)
             self.entries[pid] = None
             self._dirty.add(pid)
+        for i, sighting in enumerate(self.sightings):
+            sighting.sequence = first_sequence + i
+        first_joined = first_sequence + len(self.sightings)
         for i, ex in enumerate(self.joined):
             ex.record["source_partition"] = partition
-            ex.record["source_sequence"] = first_sequence + i
+            ex.record["source_sequence"] = first_joined + i
         puts = {pid: e for pid in self._dirty if (e := self.entries.get(pid)) is not None}
         deletes = {pid for pid in self._dirty if self.entries.get(pid) is None}
         return JoinResult(
@@ -298,6 +320,7 @@ class JoinBatch:
             self.counters,
             self.watermark_predictions,
             self.watermark_outcomes,
+            self.sightings,
         )
 
     # -- internals ---------------------------------------------------------------------------
@@ -360,6 +383,10 @@ class JoinBatch:
     def _set(self, pid: str, entry: Entry) -> None:
         self.entries[pid] = entry
         self._dirty.add(pid)
+
+    def _sighted(self, model: str, raw: bytes, ts: int) -> None:
+        if self.track_sightings:
+            self.sightings.append(Sighting(model, raw, ts))
 
     def _count(self, model: str, version: str, name: str, n: int = 1) -> None:
         self.counters[(model, version, name)] += n

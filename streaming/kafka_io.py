@@ -10,7 +10,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic  # type: ignore[attr-defined]
@@ -125,6 +125,17 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
                 "message.timestamp.after.max.ms": str(2**63 - 1),
             },
         ),
+        # the first sighting of each prediction, keyed by model: partition p goes with
+        # partition p of labeled to the model's single writer (same count, same key)
+        (
+            "predictions-by-model",
+            settings.labeled_partitions,
+            {
+                "retention.ms": "-1",
+                "retention.bytes": str(settings.labeled_retention_bytes),
+                "message.timestamp.after.max.ms": str(2**63 - 1),
+            },
+        ),
         ("alerts", settings.alerts_partitions, {}),
         ("retrain-requests", settings.retrain_requests_partitions, {}),
         ("model-versions", 1, {"cleanup.policy": "compact", "min.compaction.lag.ms": "0"}),
@@ -189,6 +200,25 @@ def check_copartitioned(admin: AdminClient, settings: Settings) -> int:
     return counts[pred]
 
 
+def check_by_model_copartitioned(admin: AdminClient, settings: Settings) -> int:
+    """Refuse to go on unless ``labeled`` and ``predictions-by-model`` exist with equal
+    partitions (the evaluator reads partition p of both as the single writer of its models)."""
+    lab, by_model = settings.topic("labeled"), settings.topic("predictions-by-model")
+    counts = partition_counts(admin, [lab, by_model])
+    missing = [t for t in (lab, by_model) if t not in counts]
+    if missing:
+        msg = f"topics missing: {', '.join(missing)}; run `streammon topics create` first"
+        raise TopicError(msg)
+    if counts[lab] != counts[by_model]:
+        msg = (
+            f"{lab} has {counts[lab]} partitions but {by_model} has {counts[by_model]}: they "
+            "must be co-partitioned (equal counts, key = model name) so that one evaluator owns "
+            "all of a model"
+        )
+        raise TopicError(msg)
+    return counts[lab]
+
+
 @dataclass
 class TopicReport:
     name: str
@@ -206,6 +236,17 @@ def create_topics(settings: Settings, admin: AdminClient | None = None) -> list[
     admin = admin or wait_for_kafka(settings)
     specs = topic_specs(settings)
     existing = partition_counts(admin, [s.name for s in specs])
+    lab, by_model = settings.topic("labeled"), settings.topic("predictions-by-model")
+    if (
+        lab in existing
+        and by_model not in existing
+        and existing[lab] != (settings.labeled_partitions)
+    ):
+        # an existing labeled topic from before predictions-by-model: follow its count
+        specs = [
+            TopicSpec(s.logical, s.name, existing[lab], s.config) if s.name == by_model else s
+            for s in specs
+        ]
     pred, out = settings.topic("predictions"), settings.topic("outcomes")
     want = settings.predictions_partitions
     for name in (pred, out):
@@ -245,6 +286,7 @@ def create_topics(settings: Settings, admin: AdminClient | None = None) -> list[
     _wait_for_metadata(admin, [s.name for s in specs])
     counts = partition_counts(admin, [s.name for s in specs])
     check_copartitioned(admin, settings)
+    check_by_model_copartitioned(admin, settings)
     configs = describe_configs(admin, [s.name for s in specs])
     reports = []
     for s in specs:
@@ -303,6 +345,37 @@ def dead_letter_headers(
         ("streammon.source.offset", str(offset).encode()),
         ("streammon.error", error.encode()[:4000]),
     ]
+
+
+SIGHTING_KIND: Final = b"prediction"
+"""Value of the ``streammon.kind`` header on a prediction forwarded to
+``predictions-by-model``."""
+
+
+def sighting_headers(partition: int, sequence: int) -> list[tuple[str, str | bytes | None]]:
+    """Headers of a prediction the joiner forwards to ``predictions-by-model`` (its value is
+    the original ``PredictionEvent`` bytes): the kind, and the joiner partition and sequence
+    number that let the evaluator drop replayed duplicates."""
+    return [
+        ("streammon.kind", SIGHTING_KIND),
+        ("streammon.source.partition", str(partition).encode()),
+        ("streammon.source.sequence", str(sequence).encode()),
+    ]
+
+
+def sighting_of(msg: Message) -> tuple[int, int] | None:
+    """``(joiner partition, sequence)`` of a forwarded prediction, None for anything else.
+
+    Only the first header is looked at when it is not ``streammon.kind``.
+    """
+    headers: Any = msg.headers()
+    if not headers or tuple(headers[0]) != ("streammon.kind", SIGHTING_KIND):
+        return None
+    found: dict[str, Any] = {str(k): v for k, v in headers}
+    try:
+        return int(found["streammon.source.partition"]), int(found["streammon.source.sequence"])
+    except (KeyError, TypeError, ValueError):
+        return None
 
 
 def topic_of(msg: Message) -> str:

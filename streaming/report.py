@@ -3,7 +3,8 @@
 Pure: everything is computed from a :class:`DemoRun` (scored events of the live loop and of
 the baselines, alert spans, retrain and version markers); :func:`write_report` renders it with
 matplotlib's Agg canvas (no display, no global pyplot state) into a directory holding
-``index.html``, ``accuracy.png``, ``f1.png`` and ``timeline.png``.
+``index.html``, ``accuracy.png``, ``f1.png``, ``timeline.png``, ``drift.png`` and
+``estimation.png``.
 
 Definitions used by :func:`summarize` (``K`` = ``DemoRun.window`` labeled events):
 
@@ -18,7 +19,14 @@ Definitions used by :func:`summarize` (``K`` = ``DemoRun.window`` labeled events
 * **detection**: the first alert that starts firing at or after the change (event time);
   its delay in events is the number of stream events between the two, in seconds the event
   time between them, and "as seen" the wall-clock time from the change to the alert record;
-* **false alarms**: alerts that started firing before the change.
+* **false alarms**: alerts that started firing before the change;
+* **data-drift detection**: the same for the ``data_drift`` alerts (which need no label), kept
+  apart from the label-based detection above.
+
+The label-free panels (``drift.png``, ``estimation.png``) come from each version's
+``label_free`` status: per drift window the smallest p-value of every feature against the
+budget's per-test level, and per event-time window the estimated accuracy beside the realized
+one.
 
 >>> events = [ScoredEvent(i, 1000 * i, 1, 1 if i < 6 else 0, "1") for i in range(10)]
 >>> r = rolling(events, window=2)
@@ -32,7 +40,7 @@ from __future__ import annotations
 
 import html
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -58,7 +66,7 @@ __all__ = [
     "write_report",
 ]
 
-PLOTS: Final = ("accuracy.png", "f1.png", "timeline.png")
+PLOTS: Final = ("accuracy.png", "f1.png", "timeline.png", "drift.png", "estimation.png")
 _LIVE_COLORS: Final = ("#1f77b4", "#2ca02c", "#9467bd", "#17becf", "#bcbd22", "#8c564b")
 _BASELINE_STYLES: Final = {
     "no_retrain": ("#7f7f7f", "--"),
@@ -109,6 +117,8 @@ class AlertSpan:
     summary: str = ""
     retrain: str = ""
     """The ``retrain`` annotation: whether a retrain was requested."""
+    feature: str | None = None
+    """Data-drift alerts: the drifted feature."""
 
 
 @dataclass(frozen=True)
@@ -161,6 +171,8 @@ class DemoRun:
     config: dict[str, str] = field(default_factory=dict)
     """Settings worth showing (name -> value)."""
     notes: Sequence[str] = ()
+    label_free: Mapping[str, Any] = field(default_factory=dict)
+    """Per version, its ``label_free`` view of ``streammon status --json``."""
 
     @property
     def change_time_ms(self) -> int:
@@ -304,6 +316,12 @@ class Summary:
     """Wall-clock seconds from the change to the alert record (includes label delays)."""
     false_alarms: int
     alerts_after_change: int
+    drift_detected_features: list[str]
+    """Features named by data-drift alerts that fired after the change, first one first."""
+    drift_detection_delay_events: int | None
+    """Stream events from the change to the first data-drift alert (no label needed)."""
+    drift_detection_seen_after_s: float | None
+    drift_false_alarms: int
     promoted_versions: list[int]
     """Versions after the initial one that became champion."""
     recovery_from_index: int | None
@@ -340,7 +358,16 @@ def summarize(run: DemoRun) -> Summary:
     firing = sorted(run.alerts, key=lambda a: (a.starts_at_ms, a.rule))
     false_alarms = sum(1 for a in firing if a.starts_at_ms < change_ms)
     after = [a for a in firing if a.starts_at_ms >= change_ms]
-    detection = after[0] if after else None
+    labeled_after = [a for a in after if a.kind != "data_drift"]
+    detection = labeled_after[0] if labeled_after else None
+    drift_after = [a for a in after if a.kind == "data_drift"]
+    drift_features = list(dict.fromkeys(a.feature or "?" for a in drift_after))
+    drift_delay = drift_seen = None
+    if drift_after:
+        first = drift_after[0]
+        drift_delay = math.ceil((first.starts_at_ms - change_ms) * run.rate / 1000.0 - 1e-9)
+        if first.emitted_wall_ms is not None:
+            drift_seen = (first.emitted_wall_ms - change_ms) / 1000.0
     delay_events = delay_s = seen_s = None
     if detection is not None:
         delay_ms = detection.starts_at_ms - change_ms
@@ -394,6 +421,12 @@ def summarize(run: DemoRun) -> Summary:
         detection_seen_after_s=seen_s,
         false_alarms=false_alarms,
         alerts_after_change=len(after),
+        drift_detected_features=drift_features,
+        drift_detection_delay_events=drift_delay,
+        drift_detection_seen_after_s=drift_seen,
+        drift_false_alarms=sum(
+            1 for a in firing if a.starts_at_ms < change_ms and a.kind == "data_drift"
+        ),
         promoted_versions=promoted,
         recovery_from_index=tail_from,
         recovered=live_rec is not None,
@@ -436,6 +469,8 @@ def _decorate(ax: Any, run: DemoRun, summary: Summary, *, spans: bool) -> None:
         rules = sorted({a.rule for a in run.alerts})
         end = run.seconds(run.start_ms + round(run.events * 1000.0 / run.rate))
         for a in run.alerts:
+            if a.kind == "data_drift":
+                continue  # input drift has its own panel
             color = _ALERT_COLORS[rules.index(a.rule) % len(_ALERT_COLORS)]
             stop = run.seconds(a.ends_at_ms) if a.ends_at_ms is not None else end
             ax.axvspan(run.seconds(a.starts_at_ms), stop, color=color, alpha=0.10, lw=0)
@@ -527,11 +562,17 @@ def _metric_plot(run: DemoRun, summary: Summary, metric: str, path: Path) -> Non
 
 
 def _timeline_plot(run: DemoRun, summary: Summary, path: Path) -> None:
-    lanes = sorted({(a.rule, a.version or "*") for a in run.alerts}, key=lambda r: (r[0], r[1]))
+    lanes = sorted(
+        {
+            (a.rule if a.feature is None else f"{a.rule}:{a.feature}", a.version or "*")
+            for a in run.alerts
+        },
+        key=lambda r: (r[0], r[1]),
+    )
     fig = _figure(height=max(3.0, 1.8 + 0.45 * (len(lanes) + 1)))
     ax = fig.add_subplot(1, 1, 1)
     end = run.seconds(run.start_ms + round(run.events * 1000.0 / run.rate))
-    rules = sorted({a.rule for a in run.alerts})
+    rules = sorted({r for r, _ in lanes})
     for i, (rule, version) in enumerate(lanes):
         color = _ALERT_COLORS[rules.index(rule) % len(_ALERT_COLORS)]
         bars = [
@@ -541,7 +582,8 @@ def _timeline_plot(run: DemoRun, summary: Summary, path: Path) -> None:
                 - run.seconds(a.starts_at_ms),
             )
             for a in run.alerts
-            if a.rule == rule and (a.version or "*") == version
+            if (a.rule if a.feature is None else f"{a.rule}:{a.feature}") == rule
+            and (a.version or "*") == version
         ]
         ax.broken_barh(bars, (i - 0.35, 0.7), facecolors=color, alpha=0.8)
     _decorate(ax, run, summary, spans=False)
@@ -552,6 +594,86 @@ def _timeline_plot(run: DemoRun, summary: Summary, path: Path) -> None:
     ax.set_title("Alerts firing (bars), retrain requests and promotions")
     ax.grid(alpha=0.3, axis="x")
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.3), fontsize=8, ncol=5, frameon=False)
+    fig.tight_layout()
+    fig.savefig(path)
+
+
+def _drift_plot(run: DemoRun, summary: Summary, path: Path) -> None:
+    """Per drift window of the first kind: -log10 of each feature's smallest p-value, with the
+    per-test level of the false-alarm budget."""
+    fig = _figure(height=5.0)
+    ax = fig.add_subplot(1, 1, 1)
+    colors = _version_colors(run)
+    levels: list[float] = []
+    named = set(summary.drift_detected_features)
+    cmap = ["#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#17becf", "#bcbd22"]
+    feature_color: dict[str, str] = {}
+    for version in sorted(run.label_free, key=_version_key):
+        windows = (run.label_free[version] or {}).get("windows") or {}
+        if not windows:
+            continue
+        name = next(iter(windows))
+        history = windows[name].get("history") or []
+        points: dict[str, list[tuple[float, float]]] = {}
+        for h in history:
+            if not h.get("p_values") or h.get("last_ms") is None:
+                continue
+            x = run.seconds(int(h["last_ms"]))
+            if h.get("level"):
+                levels.append(float(h["level"]))
+            for f, p in h["p_values"].items():
+                points.setdefault(f, []).append((x, -math.log10(max(float(p), 1e-300))))
+        for f, pts in sorted(points.items()):
+            xs, ys = zip(*pts, strict=True)
+            if f in named or max(ys) > 2:
+                color = feature_color.setdefault(f, cmap[len(feature_color) % len(cmap)])
+                ax.plot(xs, ys, marker="o", ms=3, lw=1.6, color=color, label=f"{f} (v{version})")
+            else:
+                ax.plot(xs, ys, lw=0.8, color=colors[version], alpha=0.35)
+    if levels:
+        level = -math.log10(min(levels))
+        ax.axhline(level, color="#d62728", ls="--", lw=1.2, label="drift level (budget)")
+    _decorate(ax, run, summary, spans=False)
+    ax.set_xlabel("event time (s since the start of the stream)")
+    ax.set_ylabel("-log10 p-value (per feature, per window)")
+    ax.set_title("Input drift per feature, before any label (faint: features that never drifted)")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), fontsize=8, ncol=4, frameon=False)
+    fig.tight_layout()
+    fig.savefig(path)
+
+
+def _estimation_plot(run: DemoRun, summary: Summary, path: Path) -> None:
+    """Estimated (from scores, no labels) beside realized accuracy per event-time window."""
+    fig = _figure(height=5.0)
+    ax = fig.add_subplot(1, 1, 1)
+    colors = _version_colors(run)
+    for version in sorted(run.label_free, key=_version_key):
+        rows = ((run.label_free[version] or {}).get("estimation") or {}).get("rows") or []
+        est = [
+            (run.seconds((r["start"] + r["end"]) // 2), r["estimated"]["accuracy"])
+            for r in rows
+            if r["estimated"].get("accuracy") is not None and r["predictions"] >= 20
+        ]
+        real = [
+            (run.seconds((r["start"] + r["end"]) // 2), r["realized"]["accuracy"])
+            for r in rows
+            if r["realized"].get("accuracy") is not None and r["labeled"] >= 20
+        ]
+        color = colors[version]
+        if est:
+            xs, ys = zip(*est, strict=True)
+            ax.plot(xs, ys, ls="--", marker="o", ms=3, color=color, label=f"v{version} estimated")
+        if real:
+            xs, ys = zip(*real, strict=True)
+            ax.plot(xs, ys, ls="-", marker="s", ms=3, color=color, label=f"v{version} realized")
+    _decorate(ax, run, summary, spans=False)
+    ax.set_ylim(0.0, 1.05)
+    ax.set_xlabel("event time of the predictions (s since the start of the stream)")
+    ax.set_ylabel("accuracy per event-time window")
+    ax.set_title("Estimated accuracy (scores only) beside realized accuracy (labels)")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), fontsize=8, ncol=4, frameon=False)
     fig.tight_layout()
     fig.savefig(path)
 
@@ -586,6 +708,17 @@ def _verdict(run: DemoRun, s: Summary) -> list[str]:
         )
     else:
         lines.append("Change detected: <b>no</b>.")
+    if s.drift_detected_features:
+        seen = (
+            f", seen {_num(s.drift_detection_seen_after_s)} s after it in wall-clock time"
+            if s.drift_detection_seen_after_s is not None
+            else ""
+        )
+        lines.append(
+            "Input drift flagged without labels: "
+            f"<b>{_e(', '.join(s.drift_detected_features))}</b>, "
+            f"{s.drift_detection_delay_events} events after the change{seen}."
+        )
     if s.promoted_versions:
         shown = ", ".join(f"v{v}" for v in s.promoted_versions)
         lines.append(f"Retrained version promoted: yes ({shown}).")
@@ -745,6 +878,8 @@ def write_report(run: DemoRun, out_dir: str | Path) -> Path:
     _metric_plot(run, summary, "accuracy", out / "accuracy.png")
     _metric_plot(run, summary, "f1", out / "f1.png")
     _timeline_plot(run, summary, out / "timeline.png")
+    _drift_plot(run, summary, out / "drift.png")
+    _estimation_plot(run, summary, out / "estimation.png")
     page = out / "index.html"
     page.write_text(render_html(run, summary), encoding="utf-8")
     return page

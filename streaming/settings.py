@@ -22,7 +22,7 @@ import json
 import os
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic.fields import FieldInfo
@@ -33,13 +33,25 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
-from streaming.alerting import AlertRule, RetrainPolicy, Rule, rules_for, validate_rules
+from streaming.alerting import (
+    AlertRule,
+    DataDriftRule,
+    RetrainPolicy,
+    Rule,
+    rules_for,
+    validate_rules,
+)
 from streaming.errors import ConfigError
+
+if TYPE_CHECKING:
+    from streaming.datadrift import DriftBudget
+    from streaming.labelfree import LabelFreeConfig
 
 TOPIC_NAMES = (
     "predictions",
     "outcomes",
     "labeled",
+    "predictions-by-model",
     "alerts",
     "retrain-requests",
     "model-versions",
@@ -48,6 +60,8 @@ TOPIC_NAMES = (
 """Logical topic names; the physical name is ``topic_prefix`` + logical name."""
 
 INSECURE_DEV_KEY = "streammon-insecure-development-key"
+DEFAULT_DRIFT_RULE = "data_drift"
+"""Name of the data-drift rule added by default (see ``drift_alert``)."""
 
 
 class DetectorConfig(BaseModel):
@@ -67,6 +81,8 @@ class ModelConfig(BaseModel):
     segment_tags: list[str] | None = None
     alert_rules: list[AlertRule] | None = None
     """Rules of this model; one with the name of a shared rule replaces it."""
+    drift_features: list[str] | None = None
+    categorical_features: list[str] | None = None
 
 
 class _EnvSource(EnvSettingsSource):
@@ -198,8 +214,45 @@ class Settings(BaseSettings):
     segment_tags: list[str] = Field(default_factory=list)
     """Tags of a prediction whose values get their own metrics (e.g. ``["region"]``)."""
     models: dict[str, ModelConfig] = Field(default_factory=dict)
-    """Per-model overrides of task, positive_label, windows, detectors, segment_tags and
-    alert_rules, keyed by model name."""
+    """Per-model overrides of task, positive_label, windows, detectors, segment_tags,
+    alert_rules, drift_features and categorical_features, keyed by model name."""
+
+    # Label-free monitoring: data drift and estimated performance before labels arrive
+    label_free_monitoring: bool = True
+    """The joiner forwards the first sighting of every prediction to ``predictions-by-model``
+    (keyed by model, co-partitioned with ``labeled``) and the evaluator tests it for data drift
+    and estimates performance from its score."""
+    drift_windows: list[str] = Field(default_factory=lambda: ["count:1000", "time:1h"])
+    """Tumbling windows of predictions tested for drift: ``count:N`` (N predictions) or
+    ``time:D`` (prediction event time; the first one also pairs estimated with realized
+    metrics)."""
+    drift_reference_events: int = Field(default=1000, ge=50)
+    """A version without a training profile takes its first N predictions as reference."""
+    drift_false_alarm_events: int = Field(default=100_000, ge=100)
+    """The false-alarm budget: on undrifted data, on average at most one drift alarm per this
+    many predictions (split evenly over the kinds of drift windows)."""
+    drift_window_false_alarm_rate: float | None = Field(default=None, gt=0, lt=1)
+    """Instead of ``drift_false_alarm_events``: the chance that an undrifted window alarms."""
+    drift_correction: Literal["bonferroni", "benjamini_hochberg"] = "bonferroni"
+    """Correction of the tests across features and statistics within a window."""
+    drift_alarm_statistics: list[str] = Field(default_factory=lambda: ["jensen_shannon"])
+    """Statistics that decide drift (each applies to the feature kinds that have it): psi,
+    jensen_shannon, ks, wasserstein (numeric), chi2 (categorical). All are reported."""
+    drift_min_window_events: int = Field(default=100, ge=10)
+    """A time window with fewer predictions is reported but not tested."""
+    drift_lateness_ms: int = Field(default=60_000, ge=0)
+    """A time window closes once prediction event time passes its end by this much; later
+    predictions of it are counted as late and left out."""
+    drift_features: list[str] | None = None
+    """Features to monitor (None: every feature of the reference)."""
+    categorical_features: list[str] = Field(default_factory=list)
+    """Numeric-valued features to treat as categorical in a reference built from predictions."""
+    drift_alert: bool = True
+    """Add the rule ``data_drift`` (any drifted feature in the first drift window) to every
+    model that has no rule of that name."""
+    estimation_calibration_events: int = Field(default=1000, ge=50)
+    """A version whose reference has no score calibration learns one (isotonic, kept only
+    when it helps) from its first N labeled examples."""
 
     # Alerting
     alert_rules: list[AlertRule] = Field(default_factory=list)
@@ -312,10 +365,18 @@ class Settings(BaseSettings):
                     raise ValueError(msg) from exc
 
         check("", self.windows, self.detectors)
+        for w in self.drift_windows:
+            try:
+                parse_window(w)
+            except ConfigError as exc:
+                msg = f"drift_windows: {exc}"
+                raise ValueError(msg) from exc
+        self.drift_budget()  # fails naming the field
         validate_rules(
             self.alert_rules,
             windows=set(self.windows),
             detectors=set(self.detectors),
+            drift_windows=self.drift_windows,
             where="alert_rules",
         )
         for model, cfg in self.models.items():
@@ -325,6 +386,7 @@ class Settings(BaseSettings):
                 rules_for(model, self.alert_rules, cfg.alert_rules or []),
                 windows=set(eff.windows or []),
                 detectors=set(eff.detectors or {}),
+                drift_windows=self.drift_windows,
                 where=f"models.{model}.alert_rules",
             )
         return self
@@ -369,12 +431,61 @@ class Settings(BaseSettings):
                 override.segment_tags if override.segment_tags is not None else self.segment_tags
             ),
             alert_rules=override.alert_rules or [],
+            drift_features=(
+                override.drift_features
+                if override.drift_features is not None
+                else self.drift_features
+            ),
+            categorical_features=(
+                override.categorical_features
+                if override.categorical_features is not None
+                else self.categorical_features
+            ),
         )
 
     def rules_for(self, model_name: str) -> list[Rule]:
-        """The effective alert rules of a model (its own over the shared ones)."""
+        """The effective alert rules of a model (its own over the shared ones), with the
+        default ``data_drift`` rule when ``drift_alert`` is on and no rule has that name."""
         own = self.models.get(model_name, ModelConfig()).alert_rules or []
-        return rules_for(model_name, self.alert_rules, own)
+        rules = rules_for(model_name, self.alert_rules, own)
+        if (
+            self.drift_alert
+            and self.label_free_monitoring
+            and self.drift_windows
+            and all(r.name != DEFAULT_DRIFT_RULE for r in rules)
+        ):
+            rules.append(DataDriftRule(name=DEFAULT_DRIFT_RULE, window=self.drift_windows[0]))
+        return rules
+
+    def drift_budget(self) -> DriftBudget:
+        """The false-alarm budget of drift tests (ConfigError naming the field if bad)."""
+        from streaming.datadrift import DriftBudget
+
+        rate = self.drift_window_false_alarm_rate
+        return DriftBudget(
+            false_alarm_events=None if rate is not None else self.drift_false_alarm_events,
+            window_false_alarm_rate=rate,
+            correction=self.drift_correction,
+            alarm_statistics=tuple(self.drift_alarm_statistics),
+        )
+
+    def label_free_config(self, model_name: str) -> LabelFreeConfig:
+        """Label-free monitoring settings of one model."""
+        from streaming.labelfree import LabelFreeConfig
+        from streaming.metrics import parse_window
+
+        eff = self.model_settings(model_name)
+        return LabelFreeConfig(
+            windows=[parse_window(w, name=w) for w in self.drift_windows],
+            reference_events=self.drift_reference_events,
+            budget=self.drift_budget(),
+            min_window_events=self.drift_min_window_events,
+            lateness_ms=self.drift_lateness_ms,
+            features=eff.drift_features,
+            categorical=list(eff.categorical_features or []),
+            positive_label=eff.positive_label,
+            calibration_events=self.estimation_calibration_events,
+        )
 
     def retrain_policy(self) -> RetrainPolicy:
         return RetrainPolicy(

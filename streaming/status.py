@@ -80,6 +80,7 @@ def read_status(
                 "labeled": 0,
                 "last_event_time_ms": None,
                 "segments": {},
+                "label_free": None,
             },
         )
         return entry
@@ -135,6 +136,13 @@ def read_status(
                         version_entry(m, v)["segments"][segment] = _series_view(snap)
                     else:
                         version_entry(m, v).update(_series_view(snap))
+                for fld, raw in store.hgetall(scope, "label_free_snapshots").items():
+                    m, v, _ = fld.split("\x1f")
+                    if model is None or m == model:
+                        snap = json.loads(raw)
+                        version_entry(m, v)["label_free"] = {
+                            k: val for k, val in snap.items() if k not in ("model", "version")
+                        }
         lags = [p["lag"] for p in parts if p["lag"] is not None]
         groups[kind] = {"partitions": parts, "lag": sum(lags) if lags else None}
 

@@ -80,7 +80,9 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from threadpoolctl import threadpool_limits  # type: ignore[import-untyped,unused-ignore]
 
+from streaming.datadrift import category_key, quantile_bins
 from streaming.errors import ConfigError, ContractError, TrainingError
+from streaming.estimation import fit_calibration
 
 __all__ = [
     "CANDIDATE_KINDS",
@@ -1060,6 +1062,7 @@ def _numeric_profile(values: Any, rows: int) -> dict[str, Any]:
         return profile
     qs = np.quantile(present, PROFILE_QUANTILES)
     counts, edges = np.histogram(present, bins=PROFILE_BINS)
+    profile["bins"] = quantile_bins(present.tolist())
     profile.update(
         mean=_num(present.mean()),
         std=_num(present.std()),
@@ -1074,7 +1077,7 @@ def _numeric_profile(values: Any, rows: int) -> dict[str, Any]:
 
 
 def _categorical_profile(values: Iterable[object], rows: int) -> dict[str, Any]:
-    present = [str(v) for v in values if not _is_missing(v) and not _is_nan(v)]
+    present = [category_key(v) for v in values if not _is_missing(v) and not _is_nan(v)]
     counts = Counter(present)
     ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
     top = dict(ranked[:PROFILE_TOP_K])
@@ -1119,8 +1122,10 @@ def reference_profile(
 
     Numeric features (numeric dtype, unless named in ``categorical``): ``count`` of present
     values, ``missing_rate``, ``mean``, ``std`` (population), ``min``, ``max``, 21
-    ``quantiles`` (``p01``, ``p05``, ..., ``p95``, ``p99``) and a 20-bin equal-width
-    ``histogram`` (``edges``, ``counts``). Categorical features: ``count``, ``missing_rate``,
+    ``quantiles`` (``p01``, ``p05``, ..., ``p95``, ``p99``), a 20-bin equal-width
+    ``histogram`` (``edges``, ``counts``) and up to 20 quantile ``bins`` with exact counts
+    (``edges``: inner edges, ``counts``: one more; the bins of data-drift tests).
+    Categorical features: ``count``, ``missing_rate``,
     ``distinct`` and ``frequencies``, the counts of the 50 most frequent values (ties by
     value) plus ``"__other__"`` for the rest. ``label`` (and ``predictions`` when given) are
     profiled the same way: numeric for float labels, categorical (keys as str) otherwise.
@@ -1143,6 +1148,32 @@ def reference_profile(
         "predictions": None if predictions is None else _target_profile(np.asarray(predictions)),
     }
     return profile
+
+
+def output_profile(estimator: Any, X: Any, y: Any) -> dict[str, Any]:  # noqa: N803
+    """The reference of a model's outputs, from held-out rows: profiles of its
+    ``predictions`` and, for a binary classifier, of its ``scores`` (the probability of
+    ``classes_[1]``, as the SDK publishes it), plus a score ``calibration`` learnt on those
+    rows (None when the scores are calibrated already; see
+    :func:`streaming.estimation.fit_calibration`). Merge it into :func:`reference_profile`.
+    """
+    frame = _align(estimator, X)
+    with threadpool_limits(limits=1), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        preds = np.asarray(estimator.predict(frame))
+        out: dict[str, Any] = {
+            "predictions": _target_profile(preds),
+            "scores": None,
+            "calibration": None,
+        }
+        classes = list(getattr(estimator, "classes_", []))
+        if len(classes) == 2 and hasattr(estimator, "predict_proba"):
+            scores = np.asarray(estimator.predict_proba(frame))[:, 1].astype(np.float64)
+            out["scores"] = _numeric_profile(scores, len(scores))
+            hits = np.asarray([v == classes[1] for v in np.asarray(y).tolist()], dtype=int)
+            cal = fit_calibration(scores, hits)
+            out["calibration"] = cal.as_dict() if cal is not None else None
+    return out
 
 
 def _target_profile(values: np.ndarray[Any, Any]) -> dict[str, Any]:

@@ -66,7 +66,12 @@ def assert_counts(st: dict[str, Any], stream: GeneratedStream, *, flushed: bool)
         assert set(models[model]["versions"]) == set(exp.versions(model)), model
         for version in exp.versions(model):
             got = models[model]["versions"][version]["counts"]
-            same(got, exp.version_counts(model, version, flushed=flushed), (model, version))
+            want = exp.version_counts(model, version, flushed=flushed)
+            same(got, want, (model, version))
+            # label-free monitoring saw every distinct prediction exactly once (sightings are
+            # deduplicated like labeled examples across joiner replays)
+            lf = models[model]["versions"][version]["label_free"]
+            assert lf is not None and lf["predictions"] == want["predictions"], (model, version)
     if flushed or not exp.expire_mid_stream:
         assert st["orphaned_without_model"] == (exp.orphaned_without_model if flushed else 0)
         assert st["duplicate_outcomes_without_model"] == (

@@ -14,6 +14,7 @@ from streaming.alerting import (
     AlertEngine,
     AlertRule,
     AlertTransition,
+    DataDriftRule,
     DataQualityRule,
     DetectorRule,
     Emission,
@@ -882,7 +883,7 @@ def threshold_raw(**kw: Any) -> dict[str, Any]:
         (
             [threshold_raw(metric="acc")],
             "alert_rules[low_acc].metric: unknown metric 'acc' (known: accuracy, precision, "
-            "recall, f1, log_loss, roc_auc, mae, rmse, r2, label_delay_p95_ms)",
+            "recall, f1, log_loss, roc_auc, mae, rmse, r2, label_delay_p95_ms, estimated_accuracy",
         ),
         (
             [threshold_raw(), threshold_raw(metric="f1")],
@@ -1003,3 +1004,180 @@ def test_rules_for_prefers_the_model_rule_and_applies_models_filter() -> None:
         ("low_acc", 0.9),
         ("drift", None),
     ]
+
+
+# ---------------------------------------------------------------------------------- data drift
+
+DRIFT_WINDOWS = ["count:1000", "time:1h"]
+
+
+def drift_input(
+    position: int,
+    drifted: Sequence[str] | None,
+    rules: Sequence[Rule],
+    *,
+    window: str = "count:1000",
+    estimated: float | None = 0.9,
+    labeled: int = 0,
+) -> RuleInput:
+    """A drift window of 1,000 predictions closing at ``position`` (None: too few events)."""
+
+    def metric(w: str, name: str) -> float | None:
+        if drifted is None or w != window:
+            return None
+        if name == "drifted_features":
+            return float(len(drifted))
+        return estimated if name == "estimated_accuracy" else None
+
+    return RuleInput(
+        model="m",
+        version="1",
+        position=position,
+        event_time_ms=T0 + position * STEP_MS,
+        metric=metric,
+        samples=lambda w: 1000 if drifted is not None and w == window else 0,
+        rules=rules,
+        stream="predictions",
+        closed_window=window,
+        drifted={window: list(drifted or [])},
+        drift_windows=DRIFT_WINDOWS,
+        labeled=labeled,
+    )
+
+
+def drift_events(engine: AlertEngine, inp: RuleInput) -> list[tuple[str, str, str]]:
+    return [
+        (e.record["status"], e.record["labels"].get("feature", ""), e.record["rule"])
+        for e in engine.evaluate(inp)
+        if isinstance(e, AlertTransition)
+    ]
+
+
+def test_data_drift_fires_and_resolves_one_alert_per_feature() -> None:
+    rule = DataDriftRule(name="dd", window="count:1000")
+    engine = AlertEngine()
+    assert drift_events(engine, drift_input(1000, [], [rule])) == []
+    assert drift_events(engine, drift_input(2000, ["income"], [rule])) == [
+        ("firing", "income", "dd")
+    ]
+    assert drift_events(engine, drift_input(3000, ["income", "channel"], [rule])) == [
+        ("firing", "channel", "dd")
+    ]
+    assert drift_events(engine, drift_input(4000, None, [rule])) == []  # too few: unknown
+    assert drift_events(engine, drift_input(5000, ["channel"], [rule])) == [
+        ("resolved", "income", "dd")
+    ]
+    assert {a["feature"] for a in engine.firing("m")} == {"channel"}
+    assert drift_events(engine, drift_input(6000, [], [rule])) == [("resolved", "channel", "dd")]
+    assert engine.firing("m") == []
+
+
+def test_data_drift_records_name_the_features_and_encode() -> None:
+    rule = DataDriftRule(name="dd", window="count:1000")
+    engine = AlertEngine()
+    (firing,) = engine.evaluate(drift_input(1000, ["income", "output:score"], [rule]))[:1]
+    rec = firing.record
+    assert rec["labels"] == {
+        "alertname": "dd",
+        "feature": "income",
+        "model": "m",
+        "severity": "warning",
+        "version": "1",
+    }
+    assert rec["annotations"]["drifted_features"] == "income, output:score"
+    assert "data drift in income over count:1000" in rec["annotations"]["summary"]
+    assert rec["value"] == 2.0 and rec["threshold"] == 1.0
+    serde = AvroSerde("AlertEvent")
+    assert serde.decode(serde.encode(rec)) == rec
+
+
+def test_data_drift_min_features_features_and_for_windows() -> None:
+    gate = DataDriftRule(name="dd", min_features=2)
+    engine = AlertEngine()
+    assert drift_events(engine, drift_input(1000, ["a"], [gate])) == []
+    assert [f for _, f, _ in drift_events(engine, drift_input(2000, ["a", "b"], [gate]))] == [
+        "a",
+        "b",
+    ]
+    only = DataDriftRule(name="dd", features=["b"], for_windows=1)
+    engine = AlertEngine()
+    assert drift_events(engine, drift_input(1000, ["a", "b"], [only])) == []  # pending
+    assert drift_events(engine, drift_input(2000, ["a", "b"], [only])) == [("firing", "b", "dd")]
+
+
+def test_drift_rules_step_only_on_their_closed_window_and_survive_labeled_evaluations() -> None:
+    rule = DataDriftRule(name="dd", window="time:1h")
+    engine = AlertEngine()
+    assert drift_events(engine, drift_input(1000, ["x"], [rule], window="count:1000")) == []
+    assert drift_events(engine, drift_input(2000, ["x"], [rule], window="time:1h")) == [
+        ("firing", "x", "dd")
+    ]
+    # a labeled-stream evaluation with the same rules neither steps nor drops the alert
+    labeled = make_input(10, [rule, low_acc(min_samples=100)], acc=0.5, model="m", version="1")
+    assert engine.evaluate(labeled) == []
+    assert [a["feature"] for a in engine.firing("m")] == ["x"]
+    # the rule removed: its alert resolves
+    gone = engine.evaluate(make_input(11, [], acc=0.5, model="m", version="1"))
+    assert [e.record["status"] for e in gone] == ["resolved"]
+
+
+def test_threshold_on_an_estimated_metric_runs_on_closed_drift_windows() -> None:
+    rule = ThresholdRule(
+        name="est",
+        metric="estimated_accuracy",
+        window="count:1000",
+        op="<",
+        threshold=0.8,
+        min_samples=500,
+        retrain=True,
+    )
+    engine = AlertEngine(NO_RETRAIN_LIMITS)
+    ignored = make_input(5, [rule], acc=0.1, model="m", version="1")
+    assert engine.evaluate(ignored) == []  # a labeled-stream evaluation does not step it
+    out = engine.evaluate(drift_input(1000, [], [rule], estimated=0.7, labeled=20))
+    assert [type(e).__name__ for e in out] == ["AlertTransition", "RetrainEmission"]
+    assert out[0].record["value"] == 0.7
+    assert "estimated_accuracy over count:1000" in out[0].record["annotations"]["summary"]
+    resolved = engine.evaluate(drift_input(2000, [], [rule], estimated=0.9))
+    assert [e.record["status"] for e in resolved] == ["resolved"]
+
+
+def test_retrain_from_a_drift_rule_counts_labeled_events_for_min_labeled() -> None:
+    rule = DataDriftRule(name="dd", retrain=True)
+    engine = AlertEngine(RetrainPolicy(cooldown_ms=0, min_labeled=100, max_in_flight_ms=10**9))
+    out = engine.evaluate(drift_input(5000, ["x"], [rule], labeled=10))
+    assert [type(e).__name__ for e in out] == ["AlertTransition"]
+    assert "10 labeled events" in out[0].record["annotations"]["retrain"]
+
+
+def test_drift_alert_state_round_trips_with_its_feature() -> None:
+    rule = DataDriftRule(name="dd")
+    engine = AlertEngine()
+    engine.evaluate(drift_input(1000, ["x"], [rule]))
+    restored = AlertEngine.from_state(json.loads(json.dumps(engine.to_state())))
+    assert restored.firing("m") == engine.firing("m")
+    assert drift_events(restored, drift_input(2000, [], [rule])) == [("resolved", "x", "dd")]
+
+
+def test_prediction_stream_rules_must_name_a_drift_window() -> None:
+    with pytest.raises(ConfigError, match=r"alert_rules\[dd\]\.window: 'count:5' is not a drift"):
+        validate_rules(
+            [{"type": "data_drift", "name": "dd", "window": "count:5"}],
+            windows=WINDOWS,
+            detectors=DETECTORS,
+            drift_windows=DRIFT_WINDOWS,
+        )
+    with pytest.raises(ConfigError, match=r"alert_rules\[e\]\.window: 'cumulative' is not"):
+        validate_rules(
+            [{"type": "threshold", "name": "e", "metric": "psi:age", "op": ">", "threshold": 1}],
+            windows=WINDOWS,
+            detectors=DETECTORS,
+            drift_windows=DRIFT_WINDOWS,
+        )
+    ok = validate_rules(
+        [{"type": "data_drift", "name": "dd"}],
+        windows=WINDOWS,
+        detectors=DETECTORS,
+        drift_windows=DRIFT_WINDOWS,
+    )
+    assert isinstance(ok[0], DataDriftRule)

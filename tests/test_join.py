@@ -46,8 +46,8 @@ def outcome(pid: str, ts: int, label: Any = 1, model: str | None = None) -> dict
 class Harness:
     """Runs batches against a dict of entries, as the joiner does with Redis."""
 
-    def __init__(self, delay: int = 1000, grace: int = 100) -> None:
-        self.delay, self.grace = delay, grace
+    def __init__(self, delay: int = 1000, grace: int = 100, sightings: bool = False) -> None:
+        self.delay, self.grace, self.sightings = delay, grace, sightings
         self.entries: dict[str, bytes] = {}
         self.wm = (-(2**62), -(2**62))
         self.seq = 0
@@ -62,6 +62,7 @@ class Harness:
             self.wm[1],
             decode_prediction=PRED.decode,
             decode_outcome=OUT.decode,
+            track_sightings=self.sightings,
         )
         for i, (kind, rec) in enumerate(events):
             if kind == "p":
@@ -73,7 +74,7 @@ class Harness:
             self.entries[pid] = entry.encode()
         for pid in result.deletes:
             self.entries.pop(pid, None)
-        self.seq += len(result.joined)
+        self.seq += len(result.sightings) + len(result.joined)
         self.wm = (result.watermark_predictions, result.watermark_outcomes)
         self.results.append(result)
         return result
@@ -247,3 +248,23 @@ def test_random_streams_join_exactly_the_expected_pairs(seed: int) -> None:
     assert seqs == list(range(1, len(expected) + 1))
     assert h.total("unlabeled") == n - len(expected)
     assert h.total("joined") == len(expected)
+
+
+def test_first_sightings_are_forwarded_once_and_numbered_before_the_joins() -> None:
+    h = Harness(sightings=True)
+    r1 = h.run([("p", pred("a", 100)), ("p", pred("a", 100)), ("o", outcome("b", 120))])
+    # "a" once (its duplicate is not a sighting); the waiting outcome "b" is no prediction
+    assert [(s.key, s.sequence, s.timestamp_ms) for s in r1.sightings] == [("m", 1, 100)]
+    assert PRED.decode(r1.sightings[0].raw)["prediction_id"] == "a"
+    r2 = h.run([("p", pred("b", 110, model="other")), ("o", outcome("a", 150))])
+    # "b" joins its waiting outcome in this batch: sighted too, and numbered first
+    assert [(s.key, s.sequence) for s in r2.sightings] == [("other", 2)]
+    assert sorted(ex.record["source_sequence"] for ex in r2.joined) == [3, 4]
+    r3 = h.run([("p", pred("a", 100)), ("p", pred("c", 130))])
+    assert [PRED.decode(s.raw)["prediction_id"] for s in r3.sightings] == ["c"]
+    assert r3.sightings[0].sequence == 5
+
+
+def test_sightings_are_off_by_default() -> None:
+    h = Harness()
+    assert h.run([("p", pred("a", 100))]).sightings == []

@@ -149,7 +149,11 @@ def test_configuration_doc_is_up_to_date_and_its_example_loads(tmp_path: Path) -
     cfg = tmp_path / "example.toml"
     cfg.write_text(example.group(1))
     s = load_settings(cfg)
-    assert [r.name for r in s.rules_for("credit")] == ["low_accuracy", "concept_drift"]
+    assert [r.name for r in s.rules_for("credit")] == [
+        "low_accuracy",
+        "concept_drift",
+        "data_drift",
+    ]
     assert s.model_settings("credit").segment_tags == ["region"]
 
 
@@ -162,3 +166,30 @@ def test_positive_label_from_env_keeps_its_type(
     monkeypatch.setenv("STREAMMON_POSITIVE_LABEL", raw)
     value = load_settings().positive_label
     assert value == expected and type(value) is type(expected)
+
+
+def test_default_data_drift_rule_can_be_replaced_or_turned_off() -> None:
+    from streaming.alerting import DataDriftRule
+
+    (rule,) = load_settings().rules_for("m")
+    assert isinstance(rule, DataDriftRule) and rule.window == "count:1000"
+    assert load_settings(drift_alert=False).rules_for("m") == []
+    assert load_settings(label_free_monitoring=False).rules_for("m") == []
+    own = {"type": "data_drift", "name": "data_drift", "min_features": 3, "window": "time:1h"}
+    (mine,) = load_settings(alert_rules=[own]).rules_for("m")
+    assert isinstance(mine, DataDriftRule) and mine.min_features == 3
+
+
+def test_drift_settings_fail_naming_the_field() -> None:
+    with pytest.raises(ConfigError, match="drift_windows"):
+        load_settings(drift_windows=["count:0"])
+    with pytest.raises(ConfigError, match="drift_alarm_statistics"):
+        load_settings(drift_alarm_statistics=["median"])
+    with pytest.raises(ConfigError, match=r"alert_rules\[dd\]\.window"):
+        load_settings(alert_rules=[{"type": "data_drift", "name": "dd", "window": "count:7"}])
+    cfg = load_settings(
+        drift_window_false_alarm_rate=0.01,
+        models={"m": {"drift_features": ["age"], "categorical_features": ["zip"]}},
+    ).label_free_config("m")
+    assert cfg.budget.window_false_alarm_rate == 0.01 and cfg.budget.false_alarm_events is None
+    assert (cfg.features, cfg.categorical) == (["age"], ["zip"])

@@ -73,6 +73,22 @@ def test_joiner_refuses_to_start_on_mismatched_topics(
     assert "co-partitioned" in proc.stderr
 
 
+def test_evaluator_refuses_labeled_and_predictions_by_model_of_other_counts(
+    make_settings: Callable[..., Settings], service_env: dict[str, str]
+) -> None:
+    s = make_settings()
+    admin = admin_client(s)
+    for f in admin.create_topics(
+        [NewTopic(s.topic("labeled"), 2, 1), NewTopic(s.topic("predictions-by-model"), 3, 1)]
+    ).values():
+        f.result()
+    proc = subprocess.run(
+        [STREAMMON, "evaluator"], env=service_env, capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 1
+    assert "co-partitioned" in proc.stderr and "predictions-by-model" in proc.stderr
+
+
 def test_cli_topics_create_and_help(service_env: dict[str, str]) -> None:
     help_out = subprocess.run([STREAMMON, "--help"], capture_output=True, text=True, timeout=30)
     assert help_out.returncode == 0 and "topics" in help_out.stdout
@@ -92,6 +108,7 @@ def test_cli_topics_create_and_help(service_env: dict[str, str]) -> None:
             "predictions",
             "outcomes",
             "labeled",
+            "predictions-by-model",
             "alerts",
             "retrain-requests",
             "model-versions",
