@@ -1,11 +1,16 @@
-"""The evaluator: ``labeled`` -> metrics, drift detectors and alerts per model/version/segment.
+"""The evaluator: ``labeled`` -> metrics, drift detectors and alerts per model/version/segment;
+``predictions-by-model`` -> data drift and estimated performance per model version (label-free
+monitoring, :mod:`streaming.labelfree`). Partition p of both topics belongs to one owner.
 
 river objects stay in process. Every ``checkpoint_interval_ms`` (and on revoke and on stop) the
 evaluator writes, in one atomic Lua call per partition, the signed state blob of every series
 that changed, a JSON snapshot of it for ``streammon status``, the alert engine's state, the
 duplicate-suppression sequence numbers, and the partition's offset. A crash replays from the
 last checkpoint; the replay is deterministic (one partition, one order), so it rebuilds the
-same state and re-produces the same alert and retrain records with the same ids.
+same state and re-produces the same alert and retrain records with the same ids. With two
+input topics the consumer's interleaving could differ on a replay, so the message order of
+every batch since the last checkpoint is stored (meta ``order``) before the batch is acted on,
+and a restart processes those messages again in that order.
 
 Alert transitions go to ``alerts`` (key: fingerprint), retrain requests to
 ``retrain-requests`` (key: model), both produced before the checkpoint that covers them.
@@ -319,6 +324,8 @@ class Evaluator(PartitionedService):
                 if request_id and engine.retrain_finished(model, request_id):
                     state.data.dirty = True
                     log.info("retrain %s for %s finished", request_id, model)
+                if status == "champion" and version > 0:
+                    engine.reinstate_version(model, str(version))
                 if status in ("retired", "rolled_back") and version > 0:
                     emitted = engine.retire_version(
                         model,

@@ -162,7 +162,7 @@ def _print_drift(console: Console, version: str, lf: dict[str, Any] | None) -> N
         for f in drift["drifted"]:
             fr = drift["features"][f]
             stats = ", ".join(
-                f"{k} {_fmt(fr['statistics'].get(k))} (p {_fmt(p)})"
+                f"{k} {_fmt(fr['statistics'].get(k))} (p {p:.2g})"
                 for k, p in fr["p_values"].items()
             )
             console.print(f"    {f}: {stats}; missing {_fmt(fr['missing_rate'])}")
@@ -228,7 +228,10 @@ def render_status(console: Console, data: dict[str, Any]) -> None:
             _print_drift(console, version, v.get("label_free"))
         alerts = model.get("alerts") or {}
         for a in alerts.get("firing") or []:
-            console.print(f"  [red]FIRING[/red] {a['rule']} v{a['version']} ({a['severity']})")
+            about = f" {a['feature']}" if a.get("feature") else ""
+            console.print(
+                f"  [red]FIRING[/red] {a['rule']}{about} v{a['version']} ({a['severity']})"
+            )
         if alerts.get("retrain_in_flight"):
             console.print(f"  retrain in flight: {alerts['retrain_in_flight']}")
     groups = Table(title="consumer groups", box=None, title_justify="left")

@@ -870,6 +870,8 @@ class AlertEngine:
         self._policy = policy if policy is not None else RetrainPolicy()
         self._models: dict[str, _ModelState] = {}
         self._alerts: dict[tuple[str, str, str], _Alert] = {}
+        self._retired: set[tuple[str, str]] = set()
+        """Versions that stopped serving: their late examples and predictions raise nothing."""
 
     def policy_for(self, model: str) -> RetrainPolicy:
         return self._policy if isinstance(self._policy, RetrainPolicy) else self._policy(model)
@@ -895,6 +897,8 @@ class AlertEngine:
             ms.prediction_clock = max(ms.prediction_clock or inp.event_time_ms, inp.event_time_ms)
             now = ms.prediction_clock
         self._expire(ms, self.policy_for(model), now)
+        if (model, version) in self._retired:
+            return []
 
         rules = [r for r in inp.rules if r.models is None or model in r.models]
         names: set[str] = set()
@@ -1195,9 +1199,13 @@ class AlertEngine:
         ['version 1 retired']
         >>> engine.retire_version("m", "1", "again")
         []
+        >>> engine.evaluate(RuleInput(model="m", version="1", position=2,  # no longer serves
+        ...     event_time_ms=6, metric=lambda w, n: 0.5, samples=lambda w: 1, rules=[rule]))
+        []
         """
         ms = self._models.get(model)
         now = ms.clock if ms is not None else 0
+        self._retired.add((model, version))
         out: list[Emission] = []
         for key in sorted(k for k in self._alerts if k[:2] == (model, version)):
             alert = self._alerts.pop(key)
@@ -1205,6 +1213,10 @@ class AlertEngine:
                 t = _Transition(alert, "resolved", None, None, gone_reason=reason)
                 out.append(AlertTransition(self._record(t, now)))
         return out
+
+    def reinstate_version(self, model: str, version: str) -> None:
+        """A version serves again (e.g. restored by a rollback): its alerts may fire again."""
+        self._retired.discard((model, version))
 
     def in_flight(self, model: str) -> str | None:
         """Id of the model's retrain request in flight, if any (as of its last evaluation)."""
@@ -1280,6 +1292,7 @@ class AlertEngine:
             "version": _STATE_VERSION,
             "models": {name: ms.to_state() for name, ms in sorted(self._models.items())},
             "alerts": [a.to_state() for _, a in sorted(self._alerts.items())],
+            "retired": [list(k) for k in sorted(self._retired)],
         }
 
     @classmethod
@@ -1304,7 +1317,12 @@ class AlertEngine:
                 out._models[_str(name)] = _ModelState.from_state(data)
             for data in state["alerts"]:
                 alert = _Alert.from_state(data)
-                out._alerts[(alert.model, alert.version, alert.rule)] = alert
+                key = (alert.model, alert.version, alert.rule)
+                if alert.feature is not None:
+                    key = (alert.model, alert.version, f"{alert.rule}{FEATURE_SEP}{alert.feature}")
+                out._alerts[key] = alert
+            for model, version in state.get("retired", []):
+                out._retired.add((_str(model), _str(version)))
         except StateError:
             raise
         except (KeyError, TypeError, ValueError, AttributeError) as exc:

@@ -18,7 +18,7 @@ A window of production events is binned the same way and compared with the refer
 **The false-alarm budget.** The user states how often a false alarm may happen on undrifted
 data: on average once per ``false_alarm_events`` events, or with probability
 ``window_false_alarm_rate`` per window. A window of n events may then alarm with probability
-``alpha = n / false_alarm_events`` (split evenly over the configured window kinds). The
+``alpha = n / false_alarm_events`` (split evenly over the configured drift windows). The
 ``alarm_statistics`` of every monitored feature are the tests; :func:`calibrate` finds each
 test's null distribution by a two-sample parametric bootstrap on the reference (a reference
 sample of the reference's size and a window of size n, both drawn from the reference bins), so
@@ -88,7 +88,7 @@ ALARM_STATISTICS: Final = ("psi", "jensen_shannon", "ks", "wasserstein", "chi2")
 
 NUMERIC_BINS: Final = 20
 """Quantile bins of a numeric feature (fewer when values repeat)."""
-TOP_CATEGORIES: Final = 30
+TOP_CATEGORIES: Final = 100
 """Categories a reference built from predictions keeps (the rest is ``__other__``)."""
 _PSEUDO: Final = 0.5
 """Pseudo-count per bin for PSI and for the bootstrap's reference distribution."""
@@ -134,6 +134,11 @@ class FeatureReference:
             return self.missing_bin, False
         if self.kind == "categorical":
             return self._index.get(category_key(value), self._index[OTHER]), False
+        if type(value) is float and value - value == 0:  # the common case: a finite float
+            out = (self.low is not None and value < self.low) or (
+                self.high is not None and value > self.high
+            )
+            return bisect.bisect_right(self.edges, value), out
         if isinstance(value, bool | np.bool_) or not isinstance(
             value, int | float | np.integer | np.floating
         ):
@@ -175,6 +180,23 @@ class Reference:
     source: Literal["training", "first_predictions"]
     calibration: tuple[list[float], list[float]] | None = None
     """Score calibration learnt on labeled reference data, as isotonic thresholds ``(x, y)``."""
+
+    def bin_record(
+        self, features: Mapping[str, object], *, prediction: object, score: float | None
+    ) -> list[tuple[str, int, bool]]:
+        """``(feature, bin, out of range)`` of one event for every monitored feature (bin it
+        once, count it in every open window)."""
+        out = []
+        for name, fref in self.features.items():
+            if name == PREDICTION:
+                value: object = prediction
+            elif name == SCORE:
+                value = score
+            else:
+                value = features.get(name)
+            b, off = fref.bin_of(value)
+            out.append((name, b, off))
+        return out
 
     @property
     def fingerprint(self) -> str:
@@ -396,17 +418,15 @@ class WindowCounts:
         prediction: object,
         score: float | None,
     ) -> None:
-        for name, fref in ref.features.items():
-            if name == PREDICTION:
-                value: object = prediction
-            elif name == SCORE:
-                value = score
-            else:
-                value = features.get(name)
-            b, out = fref.bin_of(value)
-            self.counts[name][b] += 1
+        self.add_bins(ref.bin_record(features, prediction=prediction, score=score))
+
+    def add_bins(self, bins: Sequence[tuple[str, int, bool]]) -> None:
+        """Count one event already binned by :meth:`Reference.bin_record`."""
+        counts, out_of_range = self.counts, self.out_of_range
+        for name, b, out in bins:
+            counts[name][b] += 1
             if out:
-                self.out_of_range[name] += 1
+                out_of_range[name] += 1
         self.n += 1
 
 
@@ -460,9 +480,9 @@ class DriftBudget:
     Give ``false_alarm_events`` (expected events between false alarms on undrifted data) or
     ``window_false_alarm_rate`` (probability that an undrifted window alarms).
 
-    >>> DriftBudget(false_alarm_events=100_000).window_alpha(1000, kinds=2)
+    >>> DriftBudget(false_alarm_events=100_000).window_alpha(1000, windows=2)
     0.005
-    >>> DriftBudget(window_false_alarm_rate=0.01).window_alpha(1000, kinds=2)
+    >>> DriftBudget(window_false_alarm_rate=0.01).window_alpha(1000, windows=2)
     0.01
     """
 
@@ -494,12 +514,13 @@ class DriftBudget:
             )
             raise ConfigError(msg)
 
-    def window_alpha(self, n: int, *, kinds: int = 1) -> float:
-        """Allowed probability that an undrifted window of ``n`` events alarms."""
+    def window_alpha(self, n: int, *, windows: int = 1) -> float:
+        """Allowed probability that an undrifted window of ``n`` events alarms, when
+        ``windows`` drift windows share the budget."""
         if self.window_false_alarm_rate is not None:
             return self.window_false_alarm_rate
         assert self.false_alarm_events is not None
-        return min(0.5, n / self.false_alarm_events / max(1, kinds))
+        return min(0.5, n / self.false_alarm_events / max(1, windows))
 
     def tests_of(self, fref: FeatureReference) -> list[str]:
         allowed = NUMERIC_STATISTICS if fref.kind == "numeric" else CATEGORICAL_STATISTICS
@@ -679,14 +700,16 @@ def compare_window(
     win: WindowCounts,
     budget: DriftBudget,
     *,
-    kinds: int = 1,
+    windows: int = 1,
     seed: int = 0,
 ) -> WindowResult:
     """Compare one window with the reference under ``budget`` (see the module docstring)."""
-    alpha = budget.window_alpha(win.n, kinds=kinds)
+    # calibrated at n rounded down (see calibration_size): conservative, and the bootstrap of
+    # a size is reused by every window of about that size
+    size = calibration_size(win.n)
+    alpha = budget.window_alpha(size, windows=windows)
     tests = sum(len(budget.tests_of(f)) for f in ref.features.values())
     alpha_test = alpha / max(1, tests)
-    size = calibration_size(win.n)
     nulls = calibrate(
         ref,
         size,

@@ -127,6 +127,9 @@ class _Row:
 class LabelFreeMonitor:
     """Drift and estimated performance of one model version (see module docstring)."""
 
+    _next_due: int = -(2**62)
+    """Class default for states pickled without it: check at once, then track."""
+
     def __init__(
         self,
         model: str,
@@ -153,6 +156,8 @@ class LabelFreeMonitor:
         self.watermark = -(2**62)
         self.multiclass: bool | None = None
         self._open: dict[str, _Open] = {}
+        self._next_due = 2**62
+        """Earliest event time at which an open time window closes."""
         self._closed_until: dict[str, int] = {}
         self.latest: dict[str, ClosedWindow] = {}
         self.history: dict[str, list[dict[str, Any]]] = {}
@@ -224,6 +229,7 @@ class LabelFreeMonitor:
         ref = self.reference
         closed: list[str] = []
         self.watermark = max(self.watermark, ts)
+        bins = ref.bin_record(features, prediction=record["prediction"], score=record.get("score"))
         for spec in self.config.windows:
             if spec.kind == "count":
                 size = int(spec.size or 1)
@@ -233,7 +239,7 @@ class LabelFreeMonitor:
                     w = self._open[spec.name] = _Open(
                         WindowCounts.empty(ref), self._new_scores(), start
                     )
-                self._add(w, record, features, conf)
+                self._add(w, bins, ts, conf)
                 if w.counts.n >= size:
                     self._close(spec.name, w, w.start, w.start + size)
                     self._closed_until[spec.name] = w.start + size
@@ -251,28 +257,34 @@ class LabelFreeMonitor:
                 continue
             if w is None:
                 w = self._open[key] = _Open(WindowCounts.empty(ref), self._new_scores(), start)
-            self._add(w, record, features, conf)
-        for spec in self.config.windows:
-            if spec.kind == "time":
-                closed.extend(self._close_due(spec))
+                self._next_due = min(self._next_due, start + span + self.config.lateness_ms)
+            self._add(w, bins, ts, conf)
+        if self.watermark >= self._next_due:
+            for spec in self.config.windows:
+                if spec.kind == "time":
+                    closed.extend(self._close_due(spec))
+            self._next_due = min(
+                (
+                    w.start + _span_ms(spec) + self.config.lateness_ms
+                    for spec in self.config.windows
+                    if spec.kind == "time"
+                    for key, w in self._open.items()
+                    if key.startswith(f"{spec.name}@")
+                ),
+                default=2**62,
+            )
         return closed
 
     def _add(
         self,
         w: _Open,
-        record: Mapping[str, Any],
-        features: Mapping[str, object],
+        bins: list[tuple[str, int, bool]],
+        ts: int,
         conf: tuple[float, bool] | None,
     ) -> None:
-        w.counts.add(
-            self.reference,  # type: ignore[arg-type]
-            features,
-            prediction=record["prediction"],
-            score=record.get("score"),
-        )
+        w.counts.add_bins(bins)
         if conf is not None:
             w.scores.add(*conf)
-        ts = int(record["timestamp"])
         w.first_ms = ts if w.first_ms is None else min(w.first_ms, ts)
         w.last_ms = ts if w.last_ms is None else max(w.last_ms, ts)
 
@@ -294,8 +306,9 @@ class LabelFreeMonitor:
         assert self.reference is not None
         drift = None
         if w.counts.n >= self.config.min_window_events:
-            kinds = len({s.kind for s in self.config.windows})
-            drift = compare_window(self.reference, w.counts, self.config.budget, kinds=kinds)
+            drift = compare_window(
+                self.reference, w.counts, self.config.budget, windows=len(self.config.windows)
+            )
         estimated = {f"estimated_{k}": v for k, v in w.scores.estimate(self.calibration).items()}
         closed = ClosedWindow(name, start, end, drift, estimated, w.counts.n)
         self.latest[name] = closed

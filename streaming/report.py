@@ -671,7 +671,10 @@ def _estimation_plot(run: DemoRun, summary: Summary, path: Path) -> None:
     ax.set_ylim(0.0, 1.05)
     ax.set_xlabel("event time of the predictions (s since the start of the stream)")
     ax.set_ylabel("accuracy per event-time window")
-    ax.set_title("Estimated accuracy (scores only) beside realized accuracy (labels)")
+    ax.set_title(
+        "Estimated accuracy (scores only) beside realized accuracy (labels);\n"
+        "estimates assume P(label | inputs) unchanged, so a concept change leaves them high"
+    )
     ax.grid(alpha=0.3)
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), fontsize=8, ncol=4, frameon=False)
     fig.tight_layout()

@@ -230,7 +230,7 @@ class Settings(BaseSettings):
     """A version without a training profile takes its first N predictions as reference."""
     drift_false_alarm_events: int = Field(default=100_000, ge=100)
     """The false-alarm budget: on undrifted data, on average at most one drift alarm per this
-    many predictions (split evenly over the kinds of drift windows)."""
+    many predictions (split evenly over the drift windows)."""
     drift_window_false_alarm_rate: float | None = Field(default=None, gt=0, lt=1)
     """Instead of ``drift_false_alarm_events``: the chance that an undrifted window alarms."""
     drift_correction: Literal["bonferroni", "benjamini_hochberg"] = "bonferroni"

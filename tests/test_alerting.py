@@ -1181,3 +1181,16 @@ def test_prediction_stream_rules_must_name_a_drift_window() -> None:
         drift_windows=DRIFT_WINDOWS,
     )
     assert isinstance(ok[0], DataDriftRule)
+
+
+def test_a_retired_version_raises_nothing_until_it_serves_again() -> None:
+    rule = DataDriftRule(name="dd")
+    engine = AlertEngine()
+    engine.evaluate(drift_input(1000, ["x"], [rule]))
+    (resolved,) = engine.retire_version("m", "1", "version 1 retired")
+    assert resolved.record["annotations"]["resolved_reason"] == "version 1 retired"
+    assert engine.evaluate(drift_input(2000, ["x", "y"], [rule])) == []  # stragglers
+    restored = AlertEngine.from_state(json.loads(json.dumps(engine.to_state())))
+    assert restored.evaluate(drift_input(3000, ["x"], [rule])) == []
+    restored.reinstate_version("m", "1")  # e.g. a rollback made it champion again
+    assert drift_events(restored, drift_input(4000, ["x"], [rule])) == [("firing", "x", "dd")]

@@ -262,27 +262,28 @@ def test_categorical_profile_keys_match_bin_of_for_integral_floats() -> None:
 
 
 def test_reference_builder_kinds_missing_and_top_categories() -> None:
-    builder = ReferenceBuilder(50, categorical=["code"])
-    for i in range(50):
+    rows = datadrift.TOP_CATEGORIES + 20
+    builder = ReferenceBuilder(rows, categorical=["code"])
+    for i in range(rows):
         features: dict[str, object] = {"x": float(i), "code": i % 3, "s": f"v{i}"}
         if i % 10 == 0:
             features["x"] = None
-        if i == 49:
+        if i == rows - 1:
             features["late"] = 1.0  # a feature first seen on the last row
-        assert builder.add(features, prediction=i % 2, score=None) is (i == 49)
+        assert builder.add(features, prediction=i % 2, score=None) is (i == rows - 1)
     ref = builder.build()
     assert ref.source == "first_predictions"
-    assert ref.rows == 50
+    assert ref.rows == rows
     assert SCORE not in ref.features  # no scores were given
     x, code, s = ref.features["x"], ref.features["code"], ref.features["s"]
     assert (x.kind, code.kind, s.kind) == ("numeric", "categorical", "categorical")
-    assert x.counts[x.missing_bin] == 5
+    assert x.counts[x.missing_bin] == rows // 10
     assert code.categories == ["0", "1", "2", OTHER]
     assert len(s.categories) == datadrift.TOP_CATEGORIES + 1
-    assert s.counts[-2] == 50 - datadrift.TOP_CATEGORIES  # the rest is __other__
-    assert ref.features["late"].counts[-1] == 49
+    assert s.counts[-2] == rows - datadrift.TOP_CATEGORIES  # the rest is __other__
+    assert ref.features["late"].counts[-1] == rows - 1
     for f in ref.features.values():
-        assert sum(f.counts) == 50
+        assert sum(f.counts) == rows
 
 
 # --------------------------------------------------------------------------- statistics
@@ -383,11 +384,11 @@ def test_drift_budget_validation_names_the_field(kwargs: dict[str, Any], field: 
 def test_window_alpha() -> None:
     events = DriftBudget(false_alarm_events=100_000)
     assert events.window_alpha(1000) == pytest.approx(0.01)
-    assert events.window_alpha(1000, kinds=2) == pytest.approx(0.005)
-    assert events.window_alpha(1000, kinds=0) == pytest.approx(0.01)
+    assert events.window_alpha(1000, windows=2) == pytest.approx(0.005)
+    assert events.window_alpha(1000, windows=0) == pytest.approx(0.01)
     assert events.window_alpha(10_000_000) == 0.5  # capped
     rate = DriftBudget(window_false_alarm_rate=0.02)
-    assert rate.window_alpha(10) == rate.window_alpha(10**6, kinds=3) == 0.02
+    assert rate.window_alpha(10) == rate.window_alpha(10**6, windows=3) == 0.02
 
 
 def test_tests_of_applies_statistics_by_kind() -> None:
