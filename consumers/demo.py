@@ -1308,6 +1308,13 @@ def _print_summary(console: Console, summary: Any, run_report: Any) -> None:
         )
     else:
         console.print("the change was not detected", style="red")
+    if summary.drift_detected_features:
+        console.print(
+            "input drift flagged without labels: "
+            f"{', '.join(summary.drift_detected_features)} after "
+            f"{summary.drift_detection_delay_events} events",
+            highlight=False,
+        )
 
 
 # ---- worker processes ------------------------------------------------------------------------

@@ -147,7 +147,7 @@ def test_quick_demo_end_to_end(
 
 def check_report(run_dir: Path, summary: dict[str, Any]) -> None:
     page = (run_dir / "index.html").read_text()
-    for name in ("accuracy.png", "f1.png", "timeline.png"):
+    for name in ("accuracy.png", "f1.png", "timeline.png", "drift.png", "estimation.png"):
         assert (run_dir / name).read_bytes().startswith(b"\x89PNG"), name
         assert f"src='{name}'" in page
     assert summary["completed"]
@@ -169,3 +169,7 @@ def check_report(run_dir: Path, summary: dict[str, Any]) -> None:
     assert summary["recovered"], live
     assert live["accuracy_after_recovery"] >= none["accuracy_after_recovery"] + 0.2, (live, none)
     assert "Change detected: yes" in page and "Retrained version promoted: yes" in page
+    # the loans grow at the change: flagged without labels, naming the feature
+    assert "loan" in summary["drift_detected_features"], summary["alerts"]
+    assert summary["drift_detection_delay_events"] >= 0
+    assert "Input drift flagged without labels: <b>loan" in page
