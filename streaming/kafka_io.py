@@ -183,40 +183,40 @@ def partition_counts(admin: AdminClient, names: list[str]) -> dict[str, int]:
     }
 
 
-def check_copartitioned(admin: AdminClient, settings: Settings) -> int:
-    """Refuse to go on unless ``predictions`` and ``outcomes`` exist with equal partitions."""
-    pred, out = settings.topic("predictions"), settings.topic("outcomes")
-    counts = partition_counts(admin, [pred, out])
-    missing = [t for t in (pred, out) if t not in counts]
+def _check_equal_partitions(admin: AdminClient, first: str, second: str, why: str) -> int:
+    counts = partition_counts(admin, [first, second])
+    missing = [t for t in (first, second) if t not in counts]
     if missing:
         msg = f"topics missing: {', '.join(missing)}; run `streammon topics create` first"
         raise TopicError(msg)
-    if counts[pred] != counts[out]:
+    if counts[first] != counts[second]:
         msg = (
-            f"{pred} has {counts[pred]} partitions but {out} has {counts[out]}: they must be "
-            "co-partitioned (equal counts, same key) for the join to be correct"
+            f"{first} has {counts[first]} partitions but {second} has {counts[second]}: they "
+            f"must be co-partitioned {why}"
         )
         raise TopicError(msg)
-    return counts[pred]
+    return counts[first]
+
+
+def check_copartitioned(admin: AdminClient, settings: Settings) -> int:
+    """Refuse to go on unless ``predictions`` and ``outcomes`` exist with equal partitions."""
+    return _check_equal_partitions(
+        admin,
+        settings.topic("predictions"),
+        settings.topic("outcomes"),
+        "(equal counts, same key) for the join to be correct",
+    )
 
 
 def check_by_model_copartitioned(admin: AdminClient, settings: Settings) -> int:
     """Refuse to go on unless ``labeled`` and ``predictions-by-model`` exist with equal
     partitions (the evaluator reads partition p of both as the single writer of its models)."""
-    lab, by_model = settings.topic("labeled"), settings.topic("predictions-by-model")
-    counts = partition_counts(admin, [lab, by_model])
-    missing = [t for t in (lab, by_model) if t not in counts]
-    if missing:
-        msg = f"topics missing: {', '.join(missing)}; run `streammon topics create` first"
-        raise TopicError(msg)
-    if counts[lab] != counts[by_model]:
-        msg = (
-            f"{lab} has {counts[lab]} partitions but {by_model} has {counts[by_model]}: they "
-            "must be co-partitioned (equal counts, key = model name) so that one evaluator owns "
-            "all of a model"
-        )
-        raise TopicError(msg)
-    return counts[lab]
+    return _check_equal_partitions(
+        admin,
+        settings.topic("labeled"),
+        settings.topic("predictions-by-model"),
+        "(equal counts, key = model name) so that one evaluator owns all of a model",
+    )
 
 
 @dataclass
