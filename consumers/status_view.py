@@ -153,19 +153,40 @@ def _label_free_rows(views: list[dict[str, Any]]) -> list[tuple[str, list[str]]]
 
 
 def _print_drift(console: Console, version: str, lf: dict[str, Any] | None) -> None:
-    """Per drifted feature of the latest windows: its statistics against their thresholds."""
-    for w, entry in ((lf or {}).get("windows") or {}).items():
+    """Per feature of the latest verdict of the first drift window (the rest: ``--json``):
+    its scores, p-value and verdict; and the drifted features of the other windows."""
+    windows = list(((lf or {}).get("windows") or {}).items())
+    for w, entry in windows[1:]:
         drift = (entry.get("latest") or {}).get("drift")
-        if not drift or not drift["drifted"]:
+        if drift and drift["drifted"]:
+            console.print(f"  v{version} drifted over {w}: {', '.join(drift['drifted'])}")
+    for w, entry in windows[:1]:
+        drift = (entry.get("latest") or {}).get("drift")
+        if not drift:
             continue
-        console.print(f"  [yellow]DRIFT[/yellow] v{version} {w} ({drift['n']} predictions):")
-        for f in drift["drifted"]:
-            fr = drift["features"][f]
-            stats = ", ".join(
-                f"{k} {_fmt(fr['statistics'].get(k))} (p {p:.2g})"
-                for k, p in fr["p_values"].items()
+        table = Table(
+            title=f"  v{version} drift over {w} ({drift['n']} predictions, level "
+            f"{drift['alpha'] / max(1, drift['tests']):.2g} per test)",
+            box=None,
+            title_justify="left",
+        )
+        for col in ("feature", "psi", "js", "ks / chi2", "missing", "out of range", "p", ""):
+            table.add_column(col, justify="left" if col == "feature" else "right")
+        for name, fr in drift["features"].items():
+            st = fr["statistics"]
+            third = st.get("ks") if fr["kind"] == "numeric" else st.get("chi2")
+            p = min(fr["p_values"].values()) if fr["p_values"] else None
+            table.add_row(
+                name,
+                _fmt(st.get("psi")),
+                _fmt(st.get("jensen_shannon")),
+                _fmt(third),
+                _fmt(fr["missing_rate"]),
+                _fmt(fr["out_of_range_rate"]),
+                "-" if p is None else f"{p:.2g}",
+                "[yellow]DRIFT[/yellow]" if fr["drifted"] else "",
             )
-            console.print(f"    {f}: {stats}; missing {_fmt(fr['missing_rate'])}")
+        console.print(table)
 
 
 def render_status(console: Console, data: dict[str, Any]) -> None:

@@ -83,3 +83,48 @@ def test_render_status_shows_a_column_per_version() -> None:
     assert "model credit" in text and "v2" in text and "0.7500" in text
     assert "1.5 s / 1.5 s" in text  # label delay
     assert "accuracy count:3" in text
+
+
+def test_label_free_view_in_status_and_its_table() -> None:
+    import random
+
+    from streaming.datadrift import DriftBudget
+    from streaming.labelfree import LabelFreeConfig, LabelFreeMonitor
+    from streaming.metrics import parse_window
+
+    cfg = LabelFreeConfig(
+        windows=[parse_window("count:400", name="count:400")],
+        reference_events=400,
+        budget=DriftBudget(window_false_alarm_rate=0.01),
+    )
+    mon, rnd = LabelFreeMonitor("credit", "2", cfg), random.Random(5)
+    for k in range(1200):
+        shift = 2.0 if k >= 800 else 0.0
+        mon.observe(
+            {
+                "timestamp": k,
+                "features": {"income": rnd.gauss(shift, 1), "age": rnd.gauss(0, 1)},
+                "prediction": k % 2,
+                "score": 0.6,
+                "probabilities": None,
+            }
+        )
+    store, _ = _store_with_one_model()
+    epoch = store.claim("evaluator:1")
+    snap = json.dumps(mon.snapshot())
+    store.commit(
+        "evaluator:1", epoch, 2, Ops().hset("label_free_snapshots", "credit\x1f2\x1f", snap)
+    )
+    lf = read_status(store)["models"]["credit"]["versions"]["2"]["label_free"]
+    assert lf["predictions"] == 1200 and lf["reference"]["source"] == "first_predictions"
+    latest = lf["windows"]["count:400"]["latest"]
+    assert latest["drift"]["drifted"] == ["income"]
+    assert latest["estimated"]["estimated_accuracy"] == 0.5
+    buf = io.StringIO()
+    render_status(Console(file=buf, width=120), read_status(store))
+    text = buf.getvalue()
+    assert "drifted features (count:400)" in text and "first_predictions (400)" in text
+    assert "v2 drift over count:400 (400 predictions" in text
+    (income,) = [line for line in text.splitlines() if line.strip().startswith("income")]
+    (age,) = [line for line in text.splitlines() if line.strip().startswith("age ")]
+    assert "DRIFT" in income and "DRIFT" not in age
