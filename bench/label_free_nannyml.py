@@ -2,10 +2,10 @@
 
 Usage (NannyML is not a project dependency: run it with a separate virtualenv)::
 
-    python3 -m venv /tmp/nannyml-venv && /tmp/nannyml-venv/bin/pip install nannyml statsmodels
-    /tmp/nannyml-venv/bin/python bench/label_free_nannyml.py [--seeds S] [--datasets a,b]
+    python3 -m venv .venv-nannyml && .venv-nannyml/bin/pip install nannyml statsmodels
+    .venv-nannyml/bin/python bench/label_free_nannyml.py [--seeds S] [--datasets a,b]
         [--models rf,lr,nb] [--write-csv DIR] [--json-out FILE]
-    /tmp/nannyml-venv/bin/python bench/label_free_nannyml.py --csv scores.csv
+    .venv-nannyml/bin/python bench/label_free_nannyml.py --csv scores.csv
 
 The script imports ``streaming.estimation`` from the repository it sits in (it adds the
 repository root to ``sys.path``), so it needs only numpy, scipy, pandas and scikit-learn, which
