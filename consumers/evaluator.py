@@ -252,7 +252,7 @@ class Evaluator(PartitionedService):
             if not isinstance(mon, LabelFreeMonitor):
                 msg = f"{state.scope}: label-free monitor {fld!r} is not a LabelFreeMonitor"
                 raise TypeError(msg)
-            mon.config = self.settings.label_free_config(mon.model)
+            mon.configure(self.settings.label_free_config(mon.model))
             ev.monitors[(mon.model, mon.version)] = mon
         for t in self.inputs:
             state.offsets.setdefault(t, 0)

@@ -723,6 +723,12 @@ class _Alert:
     feature: str | None = None
     """Data-drift alerts: the feature (or output) the alert is about."""
 
+    @property
+    def key(self) -> tuple[str, str, str]:
+        """Its key in the engine: one alert per rule, or per rule and feature."""
+        name = self.rule if self.feature is None else f"{self.rule}{FEATURE_SEP}{self.feature}"
+        return (self.model, self.version, name)
+
     def to_state(self) -> dict[str, Any]:
         return {
             "rule": self.rule,
@@ -929,10 +935,10 @@ class AlertEngine:
             t = self._step(rule, alert, inp, now)
             if t is not None:
                 transitions.append(t)
-            if alert.status == "inactive" and alert.kind not in ("detector", "data_drift"):
+            if alert.status == "inactive" and alert.kind != "detector":
                 del self._alerts[key]
         for key in sorted(k for k in self._alerts if k[:2] == (model, version)):
-            if key[2].split(FEATURE_SEP)[0] not in names:
+            if self._alerts[key].rule not in names:
                 gone = self._alerts.pop(key)
                 if gone.status == "firing":
                     transitions.append(_Transition(gone, "resolved", None, None))
@@ -1045,19 +1051,17 @@ class AlertEngine:
             f for f in inp.drifted.get(window, ()) if rule.features is None or f in rule.features
         ]
         gate = len(drifted) >= rule.min_features
-        prefix = f"{rule.name}{FEATURE_SEP}"
-        tracked = [
-            k[2][len(prefix) :]
-            for k in sorted(self._alerts)
-            if k[:2] == (model, version) and k[2].startswith(prefix)
-        ]
+        tracked = sorted(
+            a.feature
+            for k, a in self._alerts.items()
+            if k[:2] == (model, version) and a.rule == rule.name and a.feature is not None
+        )
         for feature in [*drifted, *(f for f in tracked if f not in drifted)]:
-            key = (model, version, prefix + feature)
-            alert = self._alerts.get(key)
-            if alert is None:
-                alert = self._alerts[key] = _Alert(
-                    rule=rule.name, model=model, version=version, kind=rule.type, feature=feature
-                )
+            new = _Alert(
+                rule=rule.name, model=model, version=version, kind=rule.type, feature=feature
+            )
+            key = new.key
+            alert = self._alerts.setdefault(key, new)
             t = self._step_drift(rule, alert, gate and feature in drifted, drifted, inp, now)
             if t is not None:
                 out.append(t)
@@ -1317,10 +1321,7 @@ class AlertEngine:
                 out._models[_str(name)] = _ModelState.from_state(data)
             for data in state["alerts"]:
                 alert = _Alert.from_state(data)
-                key = (alert.model, alert.version, alert.rule)
-                if alert.feature is not None:
-                    key = (alert.model, alert.version, f"{alert.rule}{FEATURE_SEP}{alert.feature}")
-                out._alerts[key] = alert
+                out._alerts[alert.key] = alert
             for model, version in state.get("retired", []):
                 out._retired.add((_str(model), _str(version)))
         except StateError:

@@ -51,7 +51,7 @@ import hashlib
 import itertools
 import math
 from collections import Counter, OrderedDict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
@@ -434,31 +434,38 @@ class WindowCounts:
 
 
 def _statistics(
-    ref: np.ndarray[Any, Any], win: np.ndarray[Any, Any], fref: FeatureReference
+    ref: np.ndarray[Any, Any],
+    win: np.ndarray[Any, Any],
+    fref: FeatureReference,
+    only: Collection[str] | None = None,
 ) -> dict[str, np.ndarray[Any, Any]]:
-    """Every statistic of ``fref``'s kind, row by row (``ref`` and ``win``: draws x bins)."""
+    """The statistics of ``fref``'s kind (all, or those in ``only``), row by row (``ref`` and
+    ``win``: draws x bins)."""
+    names = NUMERIC_STATISTICS if fref.kind == "numeric" else CATEGORICAL_STATISTICS
+    wanted = [k for k in names if only is None or k in only]
     ref = ref.astype(np.float64)
     win = win.astype(np.float64)
     m = ref.sum(axis=1, keepdims=True)
     n = win.sum(axis=1, keepdims=True)
     bins = ref.shape[1]
+    out: dict[str, np.ndarray[Any, Any]] = {}
     with np.errstate(divide="ignore", invalid="ignore"):
-        p, q = ref / m, win / n
-        mid = (p + q) / 2
-        js = 0.5 * np.where(p > 0, p * np.log2(p / mid), 0).sum(axis=1)
-        js += 0.5 * np.where(q > 0, q * np.log2(q / mid), 0).sum(axis=1)
-        ps = (ref + _PSEUDO) / (m + _PSEUDO * bins)
-        qs = (win + _PSEUDO) / (n + _PSEUDO * bins)
-        out = {
-            "psi": ((qs - ps) * np.log(qs / ps)).sum(axis=1),
-            "jensen_shannon": np.sqrt(np.clip(js, 0, 1)),
-        }
-        if fref.kind == "categorical":
+        if "jensen_shannon" in wanted:
+            p, q = ref / m, win / n
+            mid = (p + q) / 2
+            js = 0.5 * np.where(p > 0, p * np.log2(p / mid), 0).sum(axis=1)
+            js += 0.5 * np.where(q > 0, q * np.log2(q / mid), 0).sum(axis=1)
+            out["jensen_shannon"] = np.sqrt(np.clip(js, 0, 1))
+        if "psi" in wanted:
+            ps = (ref + _PSEUDO) / (m + _PSEUDO * bins)
+            qs = (win + _PSEUDO) / (n + _PSEUDO * bins)
+            out["psi"] = ((qs - ps) * np.log(qs / ps)).sum(axis=1)
+        if "chi2" in wanted:
             tot = ref + win
             e_r, e_w = tot * m / (m + n), tot * n / (m + n)
             chi = np.where(tot > 0, (ref - e_r) ** 2 / e_r + (win - e_w) ** 2 / e_w, 0)
             out["chi2"] = chi.sum(axis=1)
-        else:
+        if "ks" in wanted or "wasserstein" in wanted:
             rp, wp = ref[:, :-1], win[:, :-1]
             cdf_r = np.cumsum(rp, axis=1) / rp.sum(axis=1, keepdims=True)
             cdf_w = np.cumsum(wp, axis=1) / wp.sum(axis=1, keepdims=True)
@@ -467,7 +474,7 @@ def _statistics(
             gaps = np.diff(fref.centers())
             scale = fref.scale or 1.0
             out["wasserstein"] = (diff[:, :-1] * gaps).sum(axis=1) / scale
-    return {k: np.nan_to_num(v, nan=0.0, posinf=0.0) for k, v in out.items()}
+    return {k: np.nan_to_num(out[k], nan=0.0, posinf=0.0) for k in wanted}
 
 
 # --------------------------------------------------------------------------- the budget
@@ -577,17 +584,17 @@ def calibrate(
     out: dict[str, NullDistribution] = {}
     for name in sorted(ref.features):
         fref = ref.features[name]
+        allowed = NUMERIC_STATISTICS if fref.kind == "numeric" else CATEGORICAL_STATISTICS
+        if not set(statistics) & set(allowed):
+            continue  # nothing of this kind decides alarms: no draws
         counts = np.asarray(fref.counts, dtype=np.float64)
         p = (counts + _PSEUDO) / (counts.sum() + _PSEUDO * len(counts))
         m = max(1, round(counts.sum()))
         r = rng.multinomial(m, p, size=draws)
         w = rng.multinomial(n, p, size=draws)
-        values = _statistics(r, w, fref)
-        allowed = NUMERIC_STATISTICS if fref.kind == "numeric" else CATEGORICAL_STATISTICS
-        for stat in statistics:
-            if stat not in allowed:
-                continue
-            v = np.sort(values[stat])
+        values = _statistics(r, w, fref, only=statistics)  # only what decides alarms
+        for stat, drawn in values.items():
+            v = np.sort(drawn)
             mean, var = float(v.mean()), float(v.var())
             shape, scale = (mean**2 / var, var / mean) if var > 0 and mean > 0 else (1.0, 0.0)
             out[f"{name}|{stat}"] = NullDistribution(v, shape, scale)

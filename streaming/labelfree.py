@@ -110,6 +110,8 @@ class _Open:
     counts: WindowCounts
     scores: ScoreHistogram
     start: int
+    end: int
+    """Exclusive end: an ordinal (count windows) or an event time (time windows)."""
     first_ms: int | None = None
     last_ms: int | None = None
     """Smallest and largest prediction event time in the window."""
@@ -127,9 +129,6 @@ class _Row:
 class LabelFreeMonitor:
     """Drift and estimated performance of one model version (see module docstring)."""
 
-    _next_due: int = -(2**62)
-    """Class default for states pickled without it: check at once, then track."""
-
     def __init__(
         self,
         model: str,
@@ -137,7 +136,8 @@ class LabelFreeMonitor:
         config: LabelFreeConfig,
         reference: Reference | None = None,
     ) -> None:
-        self.model, self.version, self.config = model, version, config
+        self.model, self.version = model, version
+        self.configure(config)
         self.reference = reference
         self.builder: ReferenceBuilder | None = None
         if reference is None:
@@ -155,7 +155,10 @@ class LabelFreeMonitor:
         self.late = 0
         self.watermark = -(2**62)
         self.multiclass: bool | None = None
-        self._open: dict[str, _Open] = {}
+        self._counting: dict[str, _Open] = {}
+        """The open count window of each count spec."""
+        self._timed: dict[tuple[str, int], _Open] = {}
+        """Open time windows by (spec name, start)."""
         self._next_due = 2**62
         """Earliest event time at which an open time window closes."""
         self._closed_until: dict[str, int] = {}
@@ -199,8 +202,12 @@ class LabelFreeMonitor:
     def _new_scores(self) -> ScoreHistogram:
         return ScoreHistogram.empty(multiclass=bool(self.multiclass))
 
-    def _time_spec(self) -> WindowSpec | None:
-        return next((w for w in self.config.windows if w.kind == "time"), None)
+    def configure(self, config: LabelFreeConfig) -> None:
+        """Use ``config`` from now on (the evaluator sets the current settings on a monitor
+        it restores)."""
+        self.config = config
+        self.row_spec = next((w for w in config.windows if w.kind == "time"), None)
+        """The time window whose instances pair estimated with realized metrics."""
 
     # ---------------------------------------------------------------- predictions
 
@@ -210,7 +217,7 @@ class LabelFreeMonitor:
         ts = int(record["timestamp"])
         features = record.get("features") or {}
         conf = self._confidence(record)
-        row_spec = self._time_spec()
+        row_spec = self.row_spec
         if row_spec is not None and conf is not None:
             # estimates need no reference: every scored prediction counts from the first
             span = _span_ms(row_spec)
@@ -232,47 +239,36 @@ class LabelFreeMonitor:
         bins = ref.bin_record(features, prediction=record["prediction"], score=record.get("score"))
         for spec in self.config.windows:
             if spec.kind == "count":
-                size = int(spec.size or 1)
-                w = self._open.get(spec.name)
+                w = self._counting.get(spec.name)
                 if w is None:
                     start = self._closed_until.get(spec.name, 0)
-                    w = self._open[spec.name] = _Open(
-                        WindowCounts.empty(ref), self._new_scores(), start
+                    w = self._counting[spec.name] = _Open(
+                        WindowCounts.empty(ref), self._new_scores(), start, start + (spec.size or 1)
                     )
                 self._add(w, bins, ts, conf)
-                if w.counts.n >= size:
-                    self._close(spec.name, w, w.start, w.start + size)
-                    self._closed_until[spec.name] = w.start + size
-                    del self._open[spec.name]
+                if w.start + w.counts.n >= w.end:
+                    self._close(spec.name, w)
+                    self._closed_until[spec.name] = w.end
+                    del self._counting[spec.name]
                     closed.append(spec.name)
                 continue
             span = _span_ms(spec)
             start = ts - ts % span
-            key = f"{spec.name}@{start}"
-            w = self._open.get(key)
+            key = (spec.name, start)
+            w = self._timed.get(key)
             if start < self._closed_until.get(spec.name, -(2**62)) or (
                 w is None and start + span + self.config.lateness_ms <= self.watermark
             ):
                 self.late += 1  # its window has closed (or would close at once)
                 continue
             if w is None:
-                w = self._open[key] = _Open(WindowCounts.empty(ref), self._new_scores(), start)
-                self._next_due = min(self._next_due, start + span + self.config.lateness_ms)
+                w = self._timed[key] = _Open(
+                    WindowCounts.empty(ref), self._new_scores(), start, start + span
+                )
+                self._next_due = min(self._next_due, w.end + self.config.lateness_ms)
             self._add(w, bins, ts, conf)
         if self.watermark >= self._next_due:
-            for spec in self.config.windows:
-                if spec.kind == "time":
-                    closed.extend(self._close_due(spec))
-            self._next_due = min(
-                (
-                    w.start + _span_ms(spec) + self.config.lateness_ms
-                    for spec in self.config.windows
-                    if spec.kind == "time"
-                    for key, w in self._open.items()
-                    if key.startswith(f"{spec.name}@")
-                ),
-                default=2**62,
-            )
+            closed.extend(self._close_due())
         return closed
 
     def _add(
@@ -288,21 +284,23 @@ class LabelFreeMonitor:
         w.first_ms = ts if w.first_ms is None else min(w.first_ms, ts)
         w.last_ms = ts if w.last_ms is None else max(w.last_ms, ts)
 
-    def _close_due(self, spec: WindowSpec) -> list[str]:
-        span = _span_ms(spec)
-        prefix = f"{spec.name}@"
+    def _close_due(self) -> list[str]:
+        """Close every time window whose end + lateness event time has passed, oldest first;
+        their names, in that order."""
+        lateness = self.config.lateness_ms
         due = sorted(
-            w.start
-            for key, w in self._open.items()
-            if key.startswith(prefix) and w.start + span + self.config.lateness_ms <= self.watermark
+            (w.start, name)
+            for (name, _), w in self._timed.items()
+            if w.end + lateness <= self.watermark
         )
-        for start in due:
-            w = self._open.pop(f"{prefix}{start}")
-            self._close(spec.name, w, start, start + span)
-            self._closed_until[spec.name] = max(self._closed_until.get(spec.name, 0), start + span)
-        return [spec.name] * len(due)
+        for start, name in due:
+            w = self._timed.pop((name, start))
+            self._close(name, w)
+            self._closed_until[name] = max(self._closed_until.get(name, 0), w.end)
+        self._next_due = min((w.end + lateness for w in self._timed.values()), default=2**62)
+        return [name for _, name in due]
 
-    def _close(self, name: str, w: _Open, start: int, end: int) -> None:
+    def _close(self, name: str, w: _Open) -> None:
         assert self.reference is not None
         drift = None
         if w.counts.n >= self.config.min_window_events:
@@ -310,13 +308,13 @@ class LabelFreeMonitor:
                 self.reference, w.counts, self.config.budget, windows=len(self.config.windows)
             )
         estimated = {f"estimated_{k}": v for k, v in w.scores.estimate(self.calibration).items()}
-        closed = ClosedWindow(name, start, end, drift, estimated, w.counts.n)
+        closed = ClosedWindow(name, w.start, w.end, drift, estimated, w.counts.n)
         self.latest[name] = closed
         hist = self.history.setdefault(name, [])
         hist.append(
             {
-                "start": start,
-                "end": end,
+                "start": w.start,
+                "end": w.end,
                 "first_ms": w.first_ms,
                 "last_ms": w.last_ms,
                 "n": w.counts.n,
@@ -360,7 +358,7 @@ class LabelFreeMonitor:
                     "labels" if self.calibration is not None else "calibrated_already"
                 )
                 self._cal_scores, self._cal_labels = [], []
-        spec = self._time_spec()
+        spec = self.row_spec
         if spec is None:
             return
         span = _span_ms(spec)
@@ -389,7 +387,7 @@ class LabelFreeMonitor:
     def estimation_rows(self) -> list[dict[str, Any]]:
         """Per time window: predictions, labeled, estimated and realized metrics, and the
         error (estimated - realized) once at least half the predictions are labeled."""
-        spec = self._time_spec()
+        spec = self.row_spec
         span = _span_ms(spec) if spec is not None else 0
         out = []
         for start, row in self.rows.items():
